@@ -1,0 +1,26 @@
+"""wideberth: margin-based adversarial training and robustness evaluation for PyTorch.
+
+Implements MMA training (Ding et al., ICLR 2020), TRADES (Zhang et al., ICML 2019),
+Wu & Yu's average-margin regulariser and the unified min-max framework (Wang et al.),
+with the attacks and the evaluation they need. See the README for a tour.
+"""
+
+__version__ = "0.1.0"
+
+from . import config, data, methods, models, train  # noqa: E402
+from .config import Config, load_config, load_recipe  # noqa: E402
+from .runs import load_model, run_info  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "Config",
+    "config",
+    "data",
+    "load_config",
+    "load_model",
+    "load_recipe",
+    "methods",
+    "models",
+    "run_info",
+    "train",
+]

@@ -1,0 +1,50 @@
+"""Training objectives, one module each, behind one registry.
+
+``build_method(cfg.method)`` turns a :class:`~wideberth.config.MethodConfig` into a
+:class:`Method`; ``list_methods()`` names what is available.
+"""
+
+from __future__ import annotations
+
+from ..config import ConfigError, MethodConfig
+from .base import Batch, Method, MethodParams, StepContext
+from .standard import Standard
+
+__all__ = [
+    "Batch",
+    "Method",
+    "MethodParams",
+    "StepContext",
+    "METHODS",
+    "build_method",
+    "list_methods",
+    "register_method",
+]
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Add a :class:`Method` subclass to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    METHODS[cls.name] = cls
+    return cls
+
+
+register_method(Standard)
+
+
+def list_methods() -> list[str]:
+    """Names of the registered training methods."""
+    return sorted(METHODS)
+
+
+def build_method(cfg: MethodConfig) -> Method:
+    """Instantiate the method a config names, with its validated parameters."""
+    if cfg.name not in METHODS:
+        raise ConfigError(
+            f"unknown method {cfg.name!r}; available methods: {', '.join(list_methods())}"
+        )
+    cls = METHODS[cfg.name]
+    return cls(cls.Params.from_dict(dict(cfg.params), cfg.name))

@@ -1,0 +1,98 @@
+"""The method interface: what a training objective must provide to plug into the trainer.
+
+A *method* turns a batch into the scalar loss the optimiser minimises. It may run attacks
+(PGD-AT, TRADES, MMA), and it may read and write per-example state keyed by dataset index
+(MMA keeps each example's margin estimate ε there; it warm-starts the next epoch's search).
+
+The trainer owns the model's train/eval mode: it calls :meth:`Method.loss` with the model in
+train mode. A method that attacks must choose the BatchNorm mode of its attack on purpose
+and document it (``wideberth.attacks`` runs in eval mode and restores the mode it found).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ConfigError
+
+__all__ = ["Batch", "StepContext", "Method", "MethodParams"]
+
+
+@dataclass
+class Batch:
+    """One training batch: images ``x`` [B, C, H, W] in [0, 1], labels ``y`` [B] and the
+    stable dataset ``index`` [B] (row in the full training split) of every example."""
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+
+
+@dataclass
+class StepContext:
+    """What a method may know about the step it is computing.
+
+    ``state`` is the run's :class:`~wideberth.train.state.ExampleState`; ``generator`` is a
+    ``torch.Generator`` on the batch's device, seeded from (run seed, global step), for any
+    randomness the method needs (random starts of attacks), so that a resumed run repeats it.
+    """
+
+    epoch: int
+    step: int
+    total_steps: int
+    steps_per_epoch: int
+    state: Any
+    generator: torch.Generator
+    num_classes: int
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class MethodParams:
+    """Base class of a method's parameter dataclass; unknown keys are rejected by name."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], method: str) -> MethodParams:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            valid = ", ".join(names) if names else "(this method takes no parameters)"
+            raise ConfigError(
+                f"unknown parameter method.params.{unknown[0]} for method {method!r}; valid: {valid}"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:  # pragma: no cover - dataclass arity errors
+            raise ConfigError(f"method {method!r}: {exc}") from exc
+
+
+class Method:
+    """Base class of every training objective.
+
+    Subclasses set ``name``, ``Params`` (a :class:`MethodParams` dataclass) and implement
+    :meth:`loss`. ``setup`` runs once before training (register per-example state there);
+    ``epoch_logs`` adds method-specific numbers to each epoch's log line.
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[MethodParams]] = MethodParams
+
+    def __init__(self, params: MethodParams) -> None:
+        self.params = params
+
+    def setup(self, model: nn.Module, state: Any, num_train: int) -> None:
+        """Called once before the first step (also on resume, before the state is loaded)."""
+
+    def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
+        """Return ``(loss, logits)``: the scalar to minimise and the clean logits [B, K]
+        (used for the running training accuracy)."""
+        raise NotImplementedError
+
+    def epoch_logs(self, state: Any, epoch: int) -> dict[str, Any]:
+        """Extra per-epoch numbers for ``metrics.jsonl`` (default: none)."""
+        return {}

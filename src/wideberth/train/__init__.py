@@ -1,0 +1,36 @@
+"""Training: the loop, per-example state, checkpoints and learning-rate schedules."""
+
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from .schedule import lr_at
+from .state import ExampleState
+from .trainer import (
+    VALIDATION_METRICS,
+    Trainer,
+    TrainingError,
+    TrainResult,
+    ValidationMetric,
+    derive_seed,
+    register_validation_metric,
+    resolve_device,
+    resume,
+    train,
+)
+
+__all__ = [
+    "CheckpointError",
+    "ExampleState",
+    "Trainer",
+    "TrainResult",
+    "TrainingError",
+    "ValidationMetric",
+    "VALIDATION_METRICS",
+    "derive_seed",
+    "load_checkpoint",
+    "lr_at",
+    "read_checkpoint_meta",
+    "register_validation_metric",
+    "resolve_device",
+    "resume",
+    "save_checkpoint",
+    "train",
+]

@@ -1,0 +1,83 @@
+"""The `wideberth` command end to end, in subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "wideberth", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.mark.parametrize("command", ["train", "resume", "evaluate", "recipes", "info"])
+def test_every_command_has_help(command):
+    out = run(command, "--help").stdout
+    assert out.startswith("usage: wideberth " + command)
+
+
+def test_train_evaluate_info_end_to_end(tmp_path):
+    out = run("train", "--out", str(tmp_path / "r"), "--set", "run.epochs=3", "--quiet").stdout
+    assert f"run folder: {tmp_path / 'r'}" in out
+    acc = float(out.split("test accuracy: ")[1].split()[0])
+    assert 0.5 < acc <= 1.0
+    report_path = tmp_path / "eval.json"
+    out = run("evaluate", str(tmp_path / "r"), "--json", str(report_path)).stdout
+    report = json.loads(report_path.read_text())
+    for key in (
+        "n",
+        "norm",
+        "suite",
+        "clean_accuracy",
+        "robust_accuracy",
+        "avg_acc",
+        "avg_rob_acc",
+        "flags",
+    ):
+        assert key in report
+    assert report["n"] == 360
+    assert report["clean_accuracy"] == pytest.approx(acc)
+    assert "clean accuracy" in out
+    info = json.loads(run("info", str(tmp_path / "r"), "--json").stdout)
+    assert info["position"]["epoch"] == 3 and info["data"]["name"] == "digits"
+    assert "progress:    epoch 3" in run("info", str(tmp_path / "r")).stdout
+
+
+def test_default_out_folder_and_recipes(tmp_path):
+    out = run("train", "--set", "run.steps=3", "--quiet", cwd=tmp_path).stdout
+    assert "run folder: runs/digits-standard\n" in out
+    out = run("train", "--set", "run.steps=3", "--quiet", cwd=tmp_path).stdout
+    assert "run folder: runs/digits-standard-2\n" in out
+    listing = run("recipes").stdout
+    assert "digits-standard" in listing and "fashion-mnist-standard" in listing
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--set", "optim.lr=-1"], "optim.lr must be >= 0"),
+        (["train", "--set", "optim.lrr=1"], "unknown key optim.lrr"),
+        (["train", "--recipe", "nope"], "unknown recipe 'nope'"),
+        (["evaluate", "does-not-exist"], "does not exist"),
+        (["resume", "."], "no checkpoint to resume from"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, args, message):
+    proc = run(*args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
