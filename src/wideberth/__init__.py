@@ -7,13 +7,14 @@ with the attacks and the evaluation they need. See the README for a tour.
 
 __version__ = "0.1.0"
 
-from . import config, data, methods, models, train  # noqa: E402
+from . import attacks, config, data, methods, models, train  # noqa: E402
 from .config import Config, load_config, load_recipe  # noqa: E402
 from .runs import load_model, run_info  # noqa: E402
 
 __all__ = [
     "__version__",
     "Config",
+    "attacks",
     "config",
     "data",
     "load_config",

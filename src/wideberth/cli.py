@@ -112,6 +112,163 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_for_attack(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """Model (eval mode), the first N test examples as float tensors, and the device."""
+    import torch
+
+    from .data import IndexedTensors, load_split
+    from .runs import load_model, load_run_config
+    from .train import resolve_device
+
+    cfg = load_run_config(args.run)
+    device = resolve_device(args.device or "auto")
+    model = load_model(args.run, which=args.which, device=device)
+    x_raw, y_raw = load_split(cfg.data.name, args.split, cfg.data.data_dir, cfg.data.download)
+    ds = IndexedTensors(x_raw, y_raw)
+    n = len(ds) if args.n is None else min(args.n, len(ds))
+    x, y, _ = ds.get_batch(torch.arange(n))
+    return model, x, y, device
+
+
+def _describe(values: Any) -> str:
+    import torch
+
+    v = values.float()
+    if v.numel() == 0:
+        return "n/a"
+    q = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75]))
+    return (
+        f"mean {v.mean():.4f}  q1 {q[0]:.4f}  median {q[1]:.4f}  q3 {q[2]:.4f}  max {v.max():.4f}"
+    )
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    """Attack a run's model on its test split; print clean and robust accuracy and
+    perturbation-norm statistics; optionally save the adversarial examples (safetensors)."""
+    import torch
+
+    from .attacks import run_attack
+    from .threat import get_threat
+
+    model, x, y, device = _load_for_attack(args)
+    threat = get_threat(args.norm)
+    x_adv_all, clean_ok, adv_ok = [], [], []
+    for start in range(0, x.shape[0], args.batch_size):
+        xb = x[start : start + args.batch_size].to(device)
+        yb = y[start : start + args.batch_size].to(device)
+        xa = run_attack(
+            args.attack, model, xb, yb, norm=args.norm, eps=args.eps, steps=args.steps,
+            restarts=args.restarts, seed=args.seed,
+        )
+        with torch.no_grad():
+            clean_ok.append((model(xb).argmax(1) == yb).cpu())
+            adv_ok.append((model(xa).argmax(1) == yb).cpu())
+        x_adv_all.append(xa.cpu())
+    x_adv = torch.cat(x_adv_all)
+    clean_ok_t, adv_ok_t = torch.cat(clean_ok), torch.cat(adv_ok)
+    dist = threat.norm(x_adv - x)
+    broken = clean_ok_t & ~adv_ok_t
+    print(f"attack {args.attack} ({args.norm}, eps {args.eps:g}, steps {args.steps}, "
+          f"restarts {args.restarts}) on {x.shape[0]} examples")
+    print(f"clean accuracy:  {clean_ok_t.float().mean():.4f}")
+    print(f"robust accuracy: {adv_ok_t.float().mean():.4f}")
+    print(f"perturbation {args.norm} norm, all:    {_describe(dist)}")
+    print(f"perturbation {args.norm} norm, broken: {_describe(dist[broken])}")
+    if args.out:
+        import json
+
+        from safetensors.torch import save_file
+
+        from .train.checkpoint import _replace_atomically
+
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.tmp")
+        meta = {k: str(v) for k, v in vars(args).items() if k != "func"}
+        save_file({"x_adv": x_adv.contiguous(), "y": y.contiguous()}, str(tmp),
+                  metadata={"wideberth": json.dumps(meta)})
+        _replace_atomically(tmp, out)
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_margins(args: argparse.Namespace) -> int:
+    """Estimate each test example's distance to the decision boundary (0 if misclassified)
+    and print margin statistics; optionally write JSON and a histogram."""
+    import torch
+
+    from .attacks.margin import estimate_margin_result, margin_stats
+
+    model, x, y, device = _load_for_attack(args)
+    distances, found = [], []
+    for start in range(0, x.shape[0], args.batch_size):
+        res = estimate_margin_result(
+            model, x[start : start + args.batch_size].to(device),
+            y[start : start + args.batch_size].to(device), norm=args.norm, method=args.method,
+        )
+        distances.append(res.distance.cpu())
+        found.append(res.found.cpu())
+    d = torch.cat(distances)
+    thresholds = args.thresholds
+    stats = margin_stats(d, thresholds=thresholds)
+    print(f"margins ({args.norm}, {args.method}) of {x.shape[0]} examples "
+          f"(misclassified count as 0; not found = beyond the search range)")
+    for key in ("mean", "min", "q1", "median", "q3", "max", "count_misclassified", "count_not_found"):
+        if key in stats:
+            v = stats[key]
+            print(f"  {key:<20} {v:.4f}" if isinstance(v, float) else f"  {key:<20} {v}")
+    for t, frac in (stats.get("fraction_below") or {}).items():
+        print(f"  fraction below {t:<7} {frac:.4f}")
+    if args.json:
+        import json
+
+        from .train.checkpoint import atomic_write_text
+
+        report = {"run": str(args.run), "norm": args.norm, "method": args.method,
+                  "n": int(d.numel()), "stats": stats,
+                  "distances": [float(v) for v in d.tolist()]}
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        from .evaluate.plots import margin_histogram
+
+        margin_histogram(d, args.plot, norm=args.norm, title=f"{Path(str(args.run)).name}: margins")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Draw a run's training curves and, when margins were tracked (track.every > 0), the
+    MMA paper's Fig. 4: per-epoch margin histograms of the tracked train and test points.
+    For a toy2d run, also the decision regions with each test point's l2 margin."""
+    from .config import load_config
+    from .evaluate.plots import decision_boundary, margin_histograms_by_epoch, training_curves
+
+    run = Path(args.run)
+    metrics = run / "metrics.jsonl"
+    if not metrics.exists():
+        raise FileNotFoundError(f"{metrics} does not exist; is {run} a wideberth run folder?")
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    out = Path(args.out) if args.out else run / "plots"
+    written = [training_curves(records, out / "training_curves.png", title=run.name)]
+    for split in ("train", "test"):
+        if any(r.get("event") == "margins" and r.get("split") == split for r in records):
+            written.append(margin_histograms_by_epoch(records, out / f"margins_{split}.png", split=split))
+    cfg_path = run / "config.yaml"
+    if cfg_path.exists() and load_config(cfg_path).data.name == "toy2d":
+        from .attacks import estimate_margin
+        from .data import tensors
+        from .runs import load_model
+
+        model = load_model(run)
+        x, y = tensors("toy2d", "test")
+        d = estimate_margin(model, x, y, norm="l2")
+        written.append(decision_boundary(model, x, y, out / "decision_boundary.png", margins=d,
+                                         title=f"{run.name}: decision boundary, l2 margins"))
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     """List the shipped training recipes."""
     from .config import list_recipes, recipe_description
@@ -153,6 +310,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
+    from .attacks import ATTACK_NAMES
+
     parser = argparse.ArgumentParser(
         prog="wideberth",
         description="Margin-based adversarial training and robustness evaluation.",
@@ -190,6 +349,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--json", help="write the report as JSON to this file")
     p.set_defaults(func=cmd_evaluate)
+
+    def add_model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run", help="run folder or .safetensors checkpoint")
+        p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
+        p.add_argument("--n", type=int, default=1000, help="first N test examples (default 1000)")
+        p.add_argument("--split", default="test", choices=["test", "train"])
+        p.add_argument("--which", default="best", choices=["best", "last"])
+        p.add_argument("--batch-size", type=int, default=500)
+        p.add_argument("--device", help="auto, cpu or cuda (default: auto)")
+
+    p = sub.add_parser("attack", help="attack a model and report robust accuracy",
+                       description=cmd_attack.__doc__)
+    add_model_args(p)
+    p.add_argument("--attack", default="pgd",
+                   choices=list(ATTACK_NAMES))
+    p.add_argument("--eps", type=float, required=True, help="perturbation budget")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--restarts", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="save adversarial examples to this .safetensors file")
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("margins", help="estimate distances to the decision boundary",
+                       description=cmd_margins.__doc__)
+    add_model_args(p)
+    p.set_defaults(norm="l2", n=500)
+    p.add_argument("--method", default="auto", choices=["auto", "fmn", "anpgd", "cw"])
+    p.add_argument("--thresholds", type=float, nargs="*", help="report the fraction of margins below each")
+    p.add_argument("--json", help="write statistics and per-example distances to this file")
+    p.add_argument("--plot", help="draw a histogram to this PNG file")
+    p.set_defaults(func=cmd_margins)
+
+    p = sub.add_parser("plot", help="draw a run's training curves and margin histograms",
+                       description=cmd_plot.__doc__)
+    p.add_argument("run", help="run folder")
+    p.add_argument("--out", help="folder for the PNGs (default: RUN/plots)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("recipes", help="list the shipped recipes", description=cmd_recipes.__doc__)
     p.set_defaults(func=cmd_recipes)

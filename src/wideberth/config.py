@@ -31,6 +31,7 @@ __all__ = [
     "ScheduleConfig",
     "MethodConfig",
     "EvalConfig",
+    "TrackConfig",
     "RunConfig",
     "Config",
     "config_from_dict",
@@ -120,14 +121,42 @@ class MethodConfig:
 class EvalConfig:
     """Validation during training and the final test evaluation.
 
-    ``selection_metric`` names the validation metric that picks the ``best`` checkpoint
-    (``clean_accuracy`` or ``loss``; later methods add robust metrics). ``test_n`` limits the
-    final test evaluation to the first N test examples (null: all).
+    ``selection_metric`` names the validation metric that picks the ``best`` checkpoint:
+
+    - ``clean_accuracy`` (higher is better) or ``loss`` (lower);
+    - ``pgd_accuracy``: robust accuracy under ``attack_steps``-step PGD (CE, step
+      2.5·eps/steps) at ``eps`` in ``norm``;
+    - ``anpgd_margin``: MMA's rule (specs/mma.md §2.7, §5.7), the average margin from the
+      test-time AN-PGD (PGD at ``eps``, LM bisection up to ``margin_eps_max``).
+
+    ``test_n`` limits the final test evaluation to the first N test examples (null: all).
     """
 
     selection_metric: str = "clean_accuracy"
     every: int = 1
     test_n: int | None = None
+    norm: str = "linf"
+    eps: float = 0.0
+    attack_steps: int = 20
+    margin_eps_max: float | None = None
+
+
+@dataclass
+class TrackConfig:
+    """Margin tracking (MMA Fig. 4, Wu & Yu's margin curves): every ``every`` epochs,
+    estimate the margins of fixed random subsets of ``n_train`` training and ``n_test``
+    test points with ``method`` (``fmn``, ``anpgd``, ``cw`` — ℓ2 only — or ``gradient``,
+    Wu & Yu's sampled Lipschitz lower bound) in ``norm``, and log their distribution.
+    ``every: 0`` turns tracking off."""
+
+    every: int = 0
+    n_train: int = 500
+    n_test: int = 500
+    norm: str = "l2"
+    method: str = "fmn"
+    steps: int = 100
+    thresholds: list[float] = field(default_factory=lambda: [0.05])
+    seed: int = 0
 
 
 @dataclass
@@ -148,7 +177,8 @@ class RunConfig:
 
 @dataclass
 class Config:
-    """A whole run: data, model, optimiser, schedule, method, evaluation and run settings."""
+    """A whole run: data, model, optimiser, schedule, method, evaluation, margin tracking
+    and run settings."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -156,6 +186,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
     run: RunConfig = field(default_factory=RunConfig)
     description: str = ""
 
@@ -335,6 +366,35 @@ def validate(cfg: Config) -> None:
         f"run.checkpoint_every_steps must be positive or null, got {r.checkpoint_every_steps}",
     )
     _require(e.every > 0, f"eval.every must be positive, got {e.every}")
+    _require(e.eps >= 0, f"eval.eps must be >= 0 (a perturbation size), got {e.eps}")
+    _require(e.attack_steps > 0, f"eval.attack_steps must be positive, got {e.attack_steps}")
+    _require(
+        e.norm in ("linf", "l2", "l1"), f"eval.norm must be linf, l2 or l1, got {e.norm!r}"
+    )
+    _require(
+        e.margin_eps_max is None or e.margin_eps_max > 0,
+        f"eval.margin_eps_max must be positive or null, got {e.margin_eps_max}",
+    )
+    if e.selection_metric in ("pgd_accuracy", "anpgd_margin"):
+        _require(
+            e.eps > 0,
+            f"eval.selection_metric {e.selection_metric} needs eval.eps > 0 (the attack's ε)",
+        )
+    if e.selection_metric == "anpgd_margin":
+        _require(
+            e.margin_eps_max is not None,
+            "eval.selection_metric anpgd_margin needs eval.margin_eps_max (MMA: 1.05·d_max)",
+        )
+    t = cfg.track
+    _require(t.every >= 0, f"track.every must be >= 0 (0 = off), got {t.every}")
+    _require(t.n_train >= 0 and t.n_test >= 0, "track.n_train and track.n_test must be >= 0")
+    _require(t.norm in ("linf", "l2", "l1"), f"track.norm must be linf, l2 or l1, got {t.norm!r}")
+    _require(
+        t.method in ("fmn", "anpgd", "cw", "gradient"),
+        f"track.method must be fmn, anpgd, cw or gradient, got {t.method!r}",
+    )
+    _require(t.method != "cw" or t.norm == "l2", "track.method cw is an l2 attack: set track.norm: l2")
+    _require(t.steps > 0, f"track.steps must be positive, got {t.steps}")
     _require(e.test_n is None or e.test_n > 0, f"eval.test_n must be positive or null, got {e.test_n}")
     for key, value in cfg.method.params.items():
         if _is_radius_key(key) and isinstance(value, (int, float)) and value < 0:

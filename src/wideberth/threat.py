@@ -218,36 +218,51 @@ def project_l2_box(
         inside = torch.linalg.vector_norm(clipped, dim=1) <= e
         vnorm = torch.linalg.vector_norm(vd, dim=1)
         safe_vnorm = torch.where(vnorm > 0, vnorm, 1)
-        s_lo = torch.where(inside, 1, torch.clamp(e / safe_vnorm, max=1))
-        s_hi = torch.ones_like(s_lo)
-
-        def phi(s: Tensor) -> Tensor:
-            return torch.linalg.vector_norm(
-                torch.clamp(vd * s.unsqueeze(1), min=lof, max=hif), dim=1
+        s_ball = torch.clamp(e / safe_vnorm, max=1)
+        # Fast path: where the ball projection v·min(1, ε/‖v‖) already lies in the box it
+        # is also the nearest point of the intersection, and no bisection is needed.
+        ball_pt = vd * s_ball.unsqueeze(1)
+        ball_ok = ((ball_pt >= lof) & (ball_pt <= hif)).all(dim=1)
+        s = torch.where(inside, 1, s_ball)
+        hard = ~(inside | ball_ok)
+        if bool(hard.any()):
+            rows = hard.nonzero().squeeze(1)
+            s = s.index_put(
+                (rows,), _l2_box_scale(vd[rows], lof[rows], hif[rows], e[rows], s_ball[rows], iters)
             )
-
-        for _ in range(iters):
-            mid = s_lo.sqrt() * s_hi.sqrt()
-            ok = phi(mid) <= e
-            s_lo = torch.where(ok, mid, s_lo)
-            s_hi = torch.where(ok, s_hi, mid)
-        # Closed-form refinement on the active set at the middle of the final bracket.
-        mid = s_lo.sqrt() * s_hi.sqrt()
-        w = vd * mid.unsqueeze(1)
-        at_hi = w >= hif
-        at_lo = w <= lof
-        free = ~(at_hi | at_lo)
-        c = torch.where(at_hi, hif, torch.where(at_lo, lof, 0))
-        c2 = torch.where(free, 0, c * c).sum(1)
-        f2 = torch.where(free, vd * vd, 0).sum(1)
-        s_new = torch.sqrt(torch.clamp(e * e - c2, min=0) / torch.where(f2 > 0, f2, 1))
-        s_new = torch.where(f2 > 0, s_new, s_lo)
-        s = torch.minimum(torch.maximum(s_new, s_lo), s_hi)
-        s = torch.where(inside, 1, s)
     delta = torch.clamp(vf * s.unsqueeze(1), min=lof, max=hif)
     with torch.no_grad():
         n = torch.linalg.vector_norm(delta.detach(), dim=1)
     return _rescale_into_ball(delta, n, e).reshape(shape)
+
+
+def _l2_box_scale(
+    vd: Tensor, lof: Tensor, hif: Tensor, e: Tensor, s_lo: Tensor, iters: int
+) -> Tensor:
+    """The root s ∈ [s_lo, 1] of ‖clip(s·v)‖₂ = ε for rows whose clipped v is outside the
+    ball and whose ball projection leaves the box (see :func:`project_l2_box`)."""
+    s_hi = torch.ones_like(s_lo)
+
+    def phi(s: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(torch.clamp(vd * s.unsqueeze(1), min=lof, max=hif), dim=1)
+
+    for _ in range(iters):
+        mid = s_lo.sqrt() * s_hi.sqrt()
+        ok = phi(mid) <= e
+        s_lo = torch.where(ok, mid, s_lo)
+        s_hi = torch.where(ok, s_hi, mid)
+    # Closed-form refinement on the active set at the middle of the final bracket.
+    mid = s_lo.sqrt() * s_hi.sqrt()
+    w = vd * mid.unsqueeze(1)
+    at_hi = w >= hif
+    at_lo = w <= lof
+    free = ~(at_hi | at_lo)
+    c = torch.where(at_hi, hif, torch.where(at_lo, lof, 0))
+    c2 = torch.where(free, 0, c * c).sum(1)
+    f2 = torch.where(free, vd * vd, 0).sum(1)
+    s_new = torch.sqrt(torch.clamp(e * e - c2, min=0) / torch.where(f2 > 0, f2, 1))
+    s_new = torch.where(f2 > 0, s_new, s_lo)
+    return torch.minimum(torch.maximum(s_new, s_lo), s_hi)
 
 
 def project_l1_box(

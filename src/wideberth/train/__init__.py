@@ -2,15 +2,13 @@
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .schedule import lr_at
+from .selection import VALIDATION_METRICS, ValidationMetric, register_validation_metric
 from .state import ExampleState
 from .trainer import (
-    VALIDATION_METRICS,
     Trainer,
     TrainingError,
     TrainResult,
-    ValidationMetric,
     derive_seed,
-    register_validation_metric,
     resolve_device,
     resume,
     train,

@@ -24,13 +24,12 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import __version__
@@ -47,15 +46,14 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .schedule import lr_at
+from .selection import VALIDATION_METRICS
 from .state import ExampleState
+from .tracking import MarginTracker
 
 __all__ = [
     "Trainer",
     "TrainResult",
     "TrainingError",
-    "ValidationMetric",
-    "VALIDATION_METRICS",
-    "register_validation_metric",
     "train",
     "resume",
     "resolve_device",
@@ -67,33 +65,6 @@ log = logging.getLogger(__name__)
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, a run folder in the way, ...)."""
-
-
-@dataclass(frozen=True)
-class ValidationMetric:
-    """A number computed on the validation split that can select the ``best`` checkpoint.
-
-    ``fn(model, x, y, cfg)`` gets the model in eval mode and the whole validation set.
-    """
-
-    fn: Callable[[nn.Module, Tensor, Tensor, Config], float]
-    higher_is_better: bool
-
-
-VALIDATION_METRICS: dict[str, ValidationMetric] = {
-    "clean_accuracy": ValidationMetric(
-        lambda m, x, y, cfg: clean_metrics(m, x, y, cfg.data.eval_batch_size)["clean_accuracy"],
-        True,
-    ),
-    "loss": ValidationMetric(
-        lambda m, x, y, cfg: clean_metrics(m, x, y, cfg.data.eval_batch_size)["loss"], False
-    ),
-}
-
-
-def register_validation_metric(name: str, metric: ValidationMetric) -> None:
-    """Make ``name`` usable as ``eval.selection_metric`` (robust metrics register here)."""
-    VALIDATION_METRICS[name] = metric
 
 
 @dataclass
@@ -183,6 +154,10 @@ class Trainer:
             indices.append(self.splits.val.index)
         self.state = ExampleState(int(torch.cat(indices).max()) + 1)
         self.method.setup(self.model, self.state, n_train)
+        self.tracker = MarginTracker(
+            cfg.track, self.splits, batch_size=d.eval_batch_size, device=self.device,
+            run_dir=self.run_dir if cfg.track.every > 0 else None,
+        )
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -368,6 +343,9 @@ class Trainer:
                 accum["time"],
             )
             metrics_bytes = self._append_metrics(record)
+            if self.tracker.due(epoch + 1, is_last_epoch):
+                for margins in self.tracker.measure(self.model, epoch + 1):
+                    metrics_bytes = self._append_metrics(margins)
             epoch += 1
             batch_in_epoch = 0
             accum = {"loss_sum": 0.0, "correct": 0, "count": 0, "time": 0.0}

@@ -1,0 +1,81 @@
+"""Validation metrics that can select a run's ``best`` checkpoint (``eval.selection_metric``).
+
+Each metric gets the model in eval mode and the whole validation split. Besides clean
+accuracy and loss, two robust ones come built in:
+
+- ``pgd_accuracy``: robust accuracy under PGD (CE loss, ``eval.attack_steps`` steps of
+  2.5·ε/steps, a uniform random start) at ``eval.eps`` in ``eval.norm``;
+- ``anpgd_margin``: the MMA paper's rule (specs/mma.md §2.7 and §5.7): the mean test-time
+  AN-PGD margin, PGD at ``eval.eps`` then an LM bisection up to ``eval.margin_eps_max``
+  (1.05·d_max), misclassified examples included (their margin is ≈ 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import Config
+from ..evaluate.clean import clean_metrics
+
+__all__ = ["ValidationMetric", "VALIDATION_METRICS", "register_validation_metric"]
+
+
+@dataclass(frozen=True)
+class ValidationMetric:
+    """A number computed on the validation split that can select the ``best`` checkpoint.
+
+    ``fn(model, x, y, cfg)`` gets the model in eval mode and the whole validation set.
+    """
+
+    fn: Callable[[nn.Module, Tensor, Tensor, Config], float]
+    higher_is_better: bool
+
+
+def _batches(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, x.shape[0], size)]
+
+
+def _pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, cfg: Config) -> float:
+    from ..attacks import pgd
+
+    e = cfg.eval
+    correct = 0
+    for xb, yb in _batches(x, y, cfg.data.eval_batch_size):
+        xa = pgd(model, xb, yb, norm=e.norm, eps=e.eps, steps=e.attack_steps, seed=cfg.run.seed,
+                 check=False)
+        with torch.no_grad():
+            correct += int((model(xa).argmax(1) == yb).sum())
+    return correct / x.shape[0]
+
+
+def _anpgd_margin(model: nn.Module, x: Tensor, y: Tensor, cfg: Config) -> float:
+    from ..attacks import average_margin
+
+    e = cfg.eval
+    assert e.margin_eps_max is not None  # validated in config
+    return average_margin(
+        model, x, y, batch_size=cfg.data.eval_batch_size, norm=e.norm, test_eps=e.eps,
+        eps_max=e.margin_eps_max, steps=e.attack_steps, seed=cfg.run.seed, check=False,
+    )
+
+
+VALIDATION_METRICS: dict[str, ValidationMetric] = {
+    "clean_accuracy": ValidationMetric(
+        lambda m, x, y, cfg: clean_metrics(m, x, y, cfg.data.eval_batch_size)["clean_accuracy"],
+        True,
+    ),
+    "loss": ValidationMetric(
+        lambda m, x, y, cfg: clean_metrics(m, x, y, cfg.data.eval_batch_size)["loss"], False
+    ),
+    "pgd_accuracy": ValidationMetric(_pgd_accuracy, True),
+    "anpgd_margin": ValidationMetric(_anpgd_margin, True),
+}
+
+
+def register_validation_metric(name: str, metric: ValidationMetric) -> None:
+    """Make ``name`` usable as ``eval.selection_metric``."""
+    VALIDATION_METRICS[name] = metric
