@@ -98,3 +98,12 @@ def test_plot_command_draws_fig4(tmp_path):
     for name in ("training_curves.png", "margins_train.png"):
         assert (result.run_dir / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     assert not (result.run_dir / "plots" / "margins_test.png").exists()
+
+
+def test_plot_draws_the_decision_boundary_of_a_toy2d_run(tmp_path):
+    from wideberth.cli import main
+
+    cfg = apply_overrides(load_recipe("toy2d-mma"), ["run.epochs=3"])
+    result = train(cfg, tmp_path / "toy", progress=False)
+    assert main(["plot", str(result.run_dir)]) == 0
+    assert (result.run_dir / "plots" / "decision_boundary.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,5 +1,15 @@
 """Training objectives, one module each, behind one registry.
 
+========================  ============================================================
+name                      method (module)
+========================  ============================================================
+``standard``              clean cross-entropy (``standard``)
+``pgd-at``, ``pgdls``     Madry PGD adversarial training; PGDLS ramps ε linearly (``pgd_at``)
+``trades``                TRADES, Zhang et al. 2019 (``trades``)
+``mma``, ``omma``         MMA / OMMA training, Ding et al. 2020 (``mma``)
+``avg-margin``, ``lcr``   Wu & Yu's average-margin regulariser; its LCR baseline (``avg_margin``)
+========================  ============================================================
+
 ``build_method(cfg.method)`` turns a :class:`~wideberth.config.MethodConfig` into a
 :class:`Method`; ``list_methods()`` names what is available.
 """
@@ -7,8 +17,12 @@
 from __future__ import annotations
 
 from ..config import ConfigError, MethodConfig
+from .avg_margin import LCR, AverageMargin
 from .base import Batch, Method, MethodParams, StepContext
+from .mma import MMA, OMMA
+from .pgd_at import PGDAT, PGDLS
 from .standard import Standard
+from .trades import TRADES
 
 __all__ = [
     "Batch",
@@ -32,7 +46,8 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
-register_method(Standard)
+for _cls in (Standard, PGDAT, PGDLS, TRADES, MMA, OMMA, AverageMargin, LCR):
+    register_method(_cls)
 
 
 def list_methods() -> list[str]:

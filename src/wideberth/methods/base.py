@@ -88,9 +88,15 @@ class Method:
     def setup(self, model: nn.Module, state: Any, num_train: int) -> None:
         """Called once before the first step (also on resume, before the state is loaded)."""
 
+    def bind_train_data(self, data: Any, batch_size: int = 512) -> None:
+        """Called once before training with the (un-augmented) training split, for methods
+        that need passes over the whole set (e.g. the average-margin DC solver); default:
+        ignored."""
+
     def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
-        """Return ``(loss, logits)``: the scalar to minimise and the clean logits [B, K]
-        (used for the running training accuracy)."""
+        """Return ``(loss, logits)``: the scalar to minimise and logits [B, K] of the batch
+        the method trains on (the trainer reports their accuracy as ``train_accuracy``:
+        clean for standard training, adversarial for PGD-AT; each method documents it)."""
         raise NotImplementedError
 
     def epoch_logs(self, state: Any, epoch: int) -> dict[str, Any]:

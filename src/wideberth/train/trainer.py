@@ -154,6 +154,7 @@ class Trainer:
             indices.append(self.splits.val.index)
         self.state = ExampleState(int(torch.cat(indices).max()) + 1)
         self.method.setup(self.model, self.state, n_train)
+        self.method.bind_train_data(self.splits.train, d.eval_batch_size)
         self.tracker = MarginTracker(
             cfg.track, self.splits, batch_size=d.eval_batch_size, device=self.device,
             run_dir=self.run_dir if cfg.track.every > 0 else None,
