@@ -438,11 +438,15 @@ def test_mma_beats_standard_under_pgd_on_digits(tmp_path):
     for name, cfg in (("std", std_cfg), ("mma", mma_cfg)):
         run = train(cfg, tmp_path / name, progress=False)
         model = wb.load_model(run.run_dir)
-        x_adv = pgd(model, x, y, norm="linf", eps=0.1, steps=20)
         with torch.no_grad():
-            acc[name] = float((model(x_adv).argmax(1) == y).float().mean())
             acc[name + "_clean"] = float((model(x).argmax(1) == y).float().mean())
-    assert acc["mma"] > acc["std"] + 0.05, acc
+        for eps in (0.1, 0.15):
+            x_adv = pgd(model, x, y, norm="linf", eps=eps, steps=20)
+            with torch.no_grad():
+                acc[f"{name}_{eps}"] = float((model(x_adv).argmax(1) == y).float().mean())
+    # measured: 0.69 vs 0.56 at 0.1, 0.43 vs 0.23 at 0.15 (360 test images)
+    assert acc["mma_0.1"] > acc["std_0.1"] + 0.05, acc
+    assert acc["mma_0.15"] > acc["std_0.15"] + 0.1, acc
     assert acc["mma_clean"] > 0.85 and not math.isnan(acc["std_clean"]), acc
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_inputs
-from ..threat import ThreatModel, as_batch_eps, get_threat
+from ..threat import ThreatModel, as_batch_eps, eps_vector, get_threat
 
 __all__ = [
     "ModelLike",
@@ -110,22 +110,29 @@ def random_start(
     generator: torch.Generator | None = None,
     seed: int = 0,
     restart: int = 0,
+    sampler: Callable[[Tensor, Tensor, torch.Generator | None], Tensor] | None = None,
 ) -> Tensor:
-    """A random start δ uniform in the ε-ball, projected onto ball ∩ box.
+    """A random start δ, projected onto ball ∩ box.
 
-    With ``generator`` the whole batch is drawn from it (fast, reproducible given the
-    generator's state). Without, each example draws from its own stream seeded by
-    ``(seed, restart, content of x[i])``: the start of an example does not depend on the
-    rest of its batch (batch independence).
+    ``sampler(x, eps [B], generator) -> δ`` draws the raw start (default: uniform in the
+    ε-ball, ``threat._sample_ball``). With ``generator`` the whole batch is drawn from it
+    (fast, reproducible given the generator's state). Without, each example draws from its
+    own stream seeded by ``(seed, restart, content of x[i])``: the start of an example does
+    not depend on the rest of its batch (batch independence).
     """
+    if sampler is None:
+        def draw(xi: Tensor, ei: Tensor, g: torch.Generator | None) -> Tensor:
+            return threat._sample_ball(xi, as_batch_eps(ei, xi), g)
+    else:
+        draw = sampler
+    e = eps_vector(eps, x)
     if generator is not None:
-        return threat.random_init(x, eps, generator=generator)
-    e = as_batch_eps(eps, x)
+        return threat.project(draw(x, e, generator), x, eps)
     rows = []
     for i, key in enumerate(example_keys(x)):
         g = torch.Generator(device=x.device)
         g.manual_seed((key ^ (seed * 1_000_003 + restart * 7_919)) & ((1 << 63) - 1))
-        rows.append(threat._sample_ball(x[i : i + 1], e[i : i + 1], g))
+        rows.append(draw(x[i : i + 1], e[i : i + 1], g))
     return threat.project(torch.cat(rows), x, eps)
 
 

@@ -76,17 +76,10 @@ def _start(
         return torch.zeros_like(x)
     if init == "uniform":
         return random_start(threat, x, eps, generator=generator, seed=seed, restart=restart)
-    if generator is not None:
-        return advertorch_init(threat, x, eps, generator)
-    # per-example streams, as in random_start, for batch independence
-    from .base import example_keys
-
-    rows = []
-    for i, key in enumerate(example_keys(x)):
-        g = torch.Generator(device=x.device)
-        g.manual_seed((key ^ (seed * 1_000_003 + restart * 7_919)) & ((1 << 63) - 1))
-        rows.append(advertorch_init(threat, x[i : i + 1], eps[i : i + 1], g))
-    return torch.cat(rows)
+    return random_start(
+        threat, x, eps, generator=generator, seed=seed, restart=restart,
+        sampler=lambda xi, ei, g: advertorch_init(threat, xi, ei, g),
+    )
 
 
 def _merge(
