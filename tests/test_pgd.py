@@ -184,7 +184,8 @@ def test_pgd_actually_moves_points():
     model = small_cnn()
     x, y = batch(12)
     for norm in NORMS:
-        x_adv = pgd(model, x, y, norm=norm, eps=EPS[norm], steps=5)
+        # the final iterate (the best one may be an early iterate that already broke it)
+        x_adv = pgd(model, x, y, norm=norm, eps=EPS[norm], steps=5, return_best=False)
         d = dist(norm, x_adv, x)
         assert bool((d > 0.5 * EPS[norm]).all()), norm
 
@@ -281,24 +282,71 @@ def test_best_iterate_includes_the_last_iterate(steps):
         torch.testing.assert_close(out, torch.full((2, 1), 0.57))
 
 
-def test_best_iterate_keeps_highest_loss_when_nothing_succeeds():
-    model = Bump1D(top=-0.5)  # class 1 never wins: the best iterate is the highest loss
+def test_unbroken_examples_get_the_final_iterate():
+    model = Bump1D(top=-0.5)  # class 1 never wins: nothing breaks, the final iterate returns
     x = torch.full((2, 1), 0.42)
     y = torch.zeros(2, dtype=torch.long)
     kw = dict(norm="linf", eps=0.2, steps=4, step_size=0.15, init=None)
-    torch.testing.assert_close(pgd(model, x, y, return_best=False, **kw), x)
-    torch.testing.assert_close(pgd(model, x, y, return_best=True, **kw), torch.full((2, 1), 0.57))
+    for return_best in (True, False):
+        torch.testing.assert_close(pgd(model, x, y, return_best=return_best, **kw), x)
+    kw["steps"] = 3  # 0.42, 0.57, 0.42, 0.57
+    torch.testing.assert_close(pgd(model, x, y, **kw), torch.full((2, 1), 0.57))
+
+
+class CountingModel(nn.Module):
+    """Counts forward calls and the rows they carry."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls, self.rows = inner, 0, 0
+
+    def forward(self, x):
+        self.calls += 1
+        self.rows += x.shape[0]
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("return_best", [True, False])
+def test_pgd_k_costs_exactly_k_forward_backward_passes(return_best):
+    counted = CountingModel(small_cnn(4))
+    x, y = batch(16, seed=2)
+    pgd(counted, x, y, eps=0.1, steps=7, check=False, return_best=return_best)
+    assert (counted.calls, counted.rows) == (7, 7 * 16)
+
+
+def test_restarts_judge_only_the_unbroken_rows_of_all_but_the_last_run():
+    inner = small_cnn(4)
+    x, y = batch(32, seed=3)
+    counted = CountingModel(inner)
+    pgd(counted, x, y, eps=0.05, steps=3, restarts=2, check=False)
+    robust_after_first = CountingModel(inner)
+    first = pgd(robust_after_first, x, y, eps=0.05, steps=3, restarts=1, check=False)
+    n_unbroken_by_iterates = int(robust(inner, first, y).sum())
+    # run 1: 3 passes over 32 rows + a judging pass over the rows no iterate broke;
+    # run 2: 3 passes over the rows still unbroken; no judging pass after the last run
+    assert counted.calls == 3 + 1 + 3
+    assert counted.rows >= 3 * 32 + 3 * 1
+    assert counted.rows <= 3 * 32 + 32 + 3 * n_unbroken_by_iterates
 
 
 def test_best_iterate_never_worse_than_last_on_a_cnn():
-    model = small_cnn(4)
+    inner = small_cnn(4)
     x, y = batch(64, seed=4)
-    kw = dict(norm="linf", eps=0.1, steps=10, step_size=0.08, seed=1)  # large, oscillating
-    best = pgd(model, x, y, return_best=True, **kw)
-    last = pgd(model, x, y, return_best=False, **kw)
-    rb, rl = robust(model, best, y), robust(model, last, y)
+    broken_by_some_iterate = torch.zeros(64, dtype=torch.bool)
+
+    def recording(z):
+        logits = inner(z)
+        if z.shape[0] == 64:  # the attack's passes (prepare's check uses 8 rows)
+            broken_by_some_iterate.logical_or_(logits.argmax(1) != y)
+        return logits
+
+    kw = dict(norm="linf", eps=0.02, steps=10, step_size=0.04, seed=1)  # large, oscillating
+    best = pgd(recording, x, y, return_best=True, **kw)
+    last = pgd(inner, x, y, return_best=False, **kw)
+    rb, rl = robust(inner, best, y), robust(inner, last, y)
     assert bool((rb <= rl).all()), "an example broken by the last iterate is not broken by the best"
-    assert int(rb.sum()) < int(rl.sum()), "the large step should make the last iterate worse"
+    assert not bool((rb & broken_by_some_iterate).any()), "an iterate broke it, the best does not"
+    assert 0 < int(rb.sum()) < int((robust(inner, x, y)).sum())
 
 
 # --------------------------------------------------------------------------------------
@@ -615,3 +663,25 @@ def test_pgd_class_matches_function():
     assert torch.equal(atk(x, y), pgd(model, x, y, norm="l2", eps=0.5, steps=3))
     assert torch.equal(atk(x, y, eps=0.2), pgd(model, x, y, norm="l2", eps=0.2, steps=3))
     assert "eps=0.5" in repr(atk)
+
+
+def test_radial_start_spreads_the_radius_and_is_the_l2_default():
+    from wideberth.attacks.pgd import _start
+    from wideberth.threat import get_threat
+
+    x = torch.full((2000, 1, 8, 8), 0.5)
+    x = x + 1e-3 * torch.arange(2000).view(-1, 1, 1, 1) / 2000  # distinct examples, distinct keys
+    eps = torch.full((2000,), 0.5)
+    threat = get_threat("l2")
+    radial = _start(threat, x, eps, "radial", None, seed=0, restart=0)
+    r = threat.norm(radial) / 0.5
+    assert float(r.max()) <= 1 + 1e-6
+    assert abs(float(r.mean()) - 0.5) < 0.03 and abs(float(r.var()) - 1 / 12) < 0.01  # U(0, 1)
+    uniform = _start(threat, x, eps, "uniform", None, seed=0, restart=0)
+    assert float((threat.norm(uniform) / 0.5).min()) > 0.85  # D = 64: r ~ U^(1/64), near 1
+    torch.testing.assert_close(_start(threat, x, eps, "auto", None, seed=0, restart=0), radial)
+    linf = get_threat("linf")
+    torch.testing.assert_close(
+        _start(linf, x, eps, "auto", None, seed=0, restart=0),
+        _start(linf, x, eps, "uniform", None, seed=0, restart=0),
+    )

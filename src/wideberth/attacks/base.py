@@ -8,9 +8,9 @@
 - :func:`loss_and_grad` is the one forward+backward of an attack iteration: per-example loss
   [B], its input gradient (of the *sum*, so examples never influence each other) and logits.
 - :func:`random_start` draws a random start either from a caller's ``torch.Generator``
-  (fast; what training methods use) or, by default, from per-example streams keyed by
-  ``(seed, content of the example)``, so an example gets the same start whatever else is
-  in its batch and wherever it sits.
+  (what training methods use) or, by default, from per-example counter-based streams
+  keyed by ``(seed, content of the example)`` (:mod:`wideberth.noise`), so an example gets
+  the same start whatever else is in its batch and wherever it sits.
 - :func:`prepare` validates inputs once at an attack's entry (range, NaN, labels, ε) and
   warns when the model seems to output probabilities instead of logits.
 - :class:`Attack` is the small callable-class form: ``atk = PGD(model, eps=0.3); atk(x, y)``.
@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,7 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_inputs
-from ..threat import ThreatModel, as_batch_eps, eps_vector, get_threat
+from ..noise import GeneratorNoise, KeyedNoise, Noise, example_keys
+from ..threat import ThreatModel, as_batch_eps, clip_to_box, eps_vector, get_threat
 
 __all__ = [
     "ModelLike",
@@ -39,7 +39,6 @@ __all__ = [
     "loss_and_grad",
     "prepare",
     "random_start",
-    "example_keys",
     "warn_if_probabilities",
 ]
 
@@ -93,15 +92,6 @@ def loss_and_grad(
     return loss.detach(), grad.detach(), logits.detach()
 
 
-def example_keys(x: Tensor) -> list[int]:
-    """A stable 63-bit key per example computed from its content (bytes of ``x[i]``)."""
-    flat = x.detach().to("cpu", torch.float32).reshape(x.shape[0], -1).contiguous().numpy()
-    return [
-        int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") >> 1
-        for row in flat
-    ]
-
-
 def random_start(
     threat: ThreatModel,
     x: Tensor,
@@ -110,30 +100,31 @@ def random_start(
     generator: torch.Generator | None = None,
     seed: int = 0,
     restart: int = 0,
-    sampler: Callable[[Tensor, Tensor, torch.Generator | None], Tensor] | None = None,
+    sampler: Callable[[Tensor, Tensor, Noise], Tensor] | None = None,
 ) -> Tensor:
-    """A random start δ, projected onto ball ∩ box.
+    """A random start δ in ball ∩ box.
 
-    ``sampler(x, eps [B], generator) -> δ`` draws the raw start (default: uniform in the
-    ε-ball, ``threat._sample_ball``). With ``generator`` the whole batch is drawn from it
-    (fast, reproducible given the generator's state). Without, each example draws from its
-    own stream seeded by ``(seed, restart, content of x[i])``: the start of an example does
-    not depend on the rest of its batch (batch independence).
+    ``sampler(x, eps [B], noise) -> δ`` draws the raw start from ``noise`` (see
+    :mod:`wideberth.noise`); it must lie in the ε-ball (default: uniform in the ε-ball,
+    ``threat._sample_ball``). It is then clipped to the box, which for a point of the ball
+    is its exact projection onto ball ∩ box. With ``generator`` the whole batch is drawn
+    from it (reproducible given the generator's state). Without, each example draws from
+    its own counter-based stream keyed by ``(seed, restart, content of x[i])``: the start
+    of an example does not depend on the rest of its batch (batch independence), and the
+    whole batch is still drawn in a few vectorised operations.
     """
-    if sampler is None:
-        def draw(xi: Tensor, ei: Tensor, g: torch.Generator | None) -> Tensor:
-            return threat._sample_ball(xi, as_batch_eps(ei, xi), g)
-    else:
-        draw = sampler
     e = eps_vector(eps, x)
+    noise: Noise
     if generator is not None:
-        return threat.project(draw(x, e, generator), x, eps)
-    rows = []
-    for i, key in enumerate(example_keys(x)):
-        g = torch.Generator(device=x.device)
-        g.manual_seed((key ^ (seed * 1_000_003 + restart * 7_919)) & ((1 << 63) - 1))
-        rows.append(draw(x[i : i + 1], e[i : i + 1], g))
-    return threat.project(torch.cat(rows), x, eps)
+        noise = GeneratorNoise(generator, x.device, x.dtype)
+    else:
+        mix = (seed * 1_000_003 + restart * 7_919) & ((1 << 63) - 1)
+        noise = KeyedNoise([k ^ mix for k in example_keys(x)], x.device, x.dtype)
+    if sampler is None:
+        delta = threat._sample_ball(x, as_batch_eps(e, x), noise)
+    else:
+        delta = sampler(x, e, noise)
+    return clip_to_box(x, delta)
 
 
 def warn_if_probabilities(logits: Tensor) -> None:

@@ -33,8 +33,9 @@ import torch
 from torch import Tensor
 
 from ..losses import logit_margin
+from ..noise import GeneratorNoise, example_keys
 from ..threat import ThreatModel, get_threat
-from .base import ModelLike, attack_context, example_keys, prepare
+from .base import ModelLike, attack_context, prepare
 
 __all__ = [
     "MarginResult",
@@ -262,7 +263,7 @@ def _ball_samples(
     for i, g in enumerate(generators):
         xi = x[i : i + 1].expand(n, *x.shape[1:])
         e = torch.full((n,) + (1,) * (x.dim() - 1), float(radius), dtype=x.dtype, device=x.device)
-        rows.append(xi + threat._sample_ball(xi, e, g))
+        rows.append(xi + threat._sample_ball(xi, e, GeneratorNoise(g, x.device, x.dtype)))
     return torch.cat(rows)
 
 

@@ -8,9 +8,10 @@ per-example loss over the ε-ball ∩ [0, 1] box:
 where ``step`` is the threat model's steepest-ascent step (sign for ℓ∞, normalised gradient
 for ℓ2, sparse top-k for ℓ1). What wideberth adds to the textbook loop:
 
-- **best iterate**: each example keeps the iterate that broke it (or, failing that, the one
-  with the highest loss), judged on the same forward pass that computes the gradient, so
-  it costs one extra forward per run, not per step;
+- **best iterate**: each example keeps the first iterate that broke it, judged on the same
+  forward pass that computes the gradient, so tracking costs no forward at all; an example
+  no iterate broke gets the final iterate, which a caller's evaluation judges anyway
+  (PGD-k costs exactly k forward+backward passes);
 - **restarts**: later restarts only attack the examples no earlier restart broke; an
   example counts as broken if any restart broke it;
 - **early stop** (optional): examples stop being attacked as soon as they are broken;
@@ -31,12 +32,13 @@ from torch import Tensor
 
 from .._checks import check_eps
 from ..losses import get_loss
-from ..threat import ThreatModel, eps_vector, get_threat
+from ..noise import Noise
+from ..threat import ThreatModel, as_batch_eps, clip_to_box, eps_vector, get_threat
 from .base import Attack, LossLike, ModelLike, attack_context, loss_and_grad, prepare, random_start
 
-__all__ = ["pgd", "fgsm", "fgm", "PGD", "FGSM", "FGM", "advertorch_init"]
+__all__ = ["pgd", "fgsm", "fgm", "PGD", "FGSM", "FGM", "advertorch_init", "radial_init"]
 
-_INITS = ("uniform", "advertorch", "zero")
+_INITS = ("auto", "uniform", "radial", "advertorch", "zero")
 
 
 def _objective(
@@ -48,9 +50,7 @@ def _objective(
     return fn
 
 
-def advertorch_init(
-    threat: ThreatModel, x: Tensor, eps: float | Tensor, generator: torch.Generator | None
-) -> Tensor:
+def advertorch_init(threat: ThreatModel, x: Tensor, eps: float | Tensor, noise: Noise) -> Tensor:
     """advertorch's ``rand_init_delta`` (used by MMA's code, specs/mma.md §2.2).
 
     ℓ∞: U(−ε, ε) per coordinate, then clipped to the box (the same as ``uniform``).
@@ -58,9 +58,22 @@ def advertorch_init(
     clipped to the box. ℓ1 has no advertorch counterpart and uses ``uniform``.
     """
     if threat.name != "l2":
-        return threat.random_init(x, eps, generator=generator)
-    z = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return clip_to_box(x, threat._sample_ball(x, as_batch_eps(eps, x), noise))
+    z = noise.rand(x.shape)
     return threat.project_approx(z - x, x, eps)
+
+
+def radial_init(threat: ThreatModel, x: Tensor, eps: float | Tensor, noise: Noise) -> Tensor:
+    """A random direction at a uniformly random radius: ``δ = ε·r·d/‖d‖``, ``r ~ U(0, 1)``,
+    ``d`` uniform in the ball (so its direction follows the ball's own distribution), then
+    clipped to the box. In high dimension a point uniform in the ℓ2 ball lies almost
+    surely near its sphere (mean radius ε·D/(D+1)); the radial start also covers the
+    interior, and for ℓ2 PGD it is the stronger start (benchmarks/bench_pgd.py). It is the
+    start of torchattacks' ``PGDL2``."""
+    e = eps_vector(eps, x)
+    direction = threat.normalize(threat._sample_ball(x, as_batch_eps(e, x), noise))
+    radius = as_batch_eps(e * noise.rand((x.shape[0],)), x)
+    return clip_to_box(x, direction * radius)
 
 
 def _start(
@@ -74,33 +87,15 @@ def _start(
 ) -> Tensor:
     if init == "zero":
         return torch.zeros_like(x)
+    if init == "auto":
+        init = "radial" if threat.name == "l2" else "uniform"
     if init == "uniform":
         return random_start(threat, x, eps, generator=generator, seed=seed, restart=restart)
+    sample = radial_init if init == "radial" else advertorch_init
     return random_start(
         threat, x, eps, generator=generator, seed=seed, restart=restart,
-        sampler=lambda xi, ei, g: advertorch_init(threat, xi, ei, g),
+        sampler=lambda xi, ei, noise: sample(threat, xi, ei, noise),
     )
-
-
-def _merge(
-    best: tuple[Tensor, Tensor, Tensor],
-    rows: Tensor | None,
-    cand_x: Tensor,
-    cand_succ: Tensor,
-    cand_obj: Tensor,
-) -> None:
-    """Fold candidates into the running best (in place) at ``rows`` (None: all rows).
-
-    A candidate wins if it succeeds where the best did not, or has the same success and a
-    higher objective."""
-    best_x, best_succ, best_obj = best
-    sel = slice(None) if rows is None else rows
-    b_succ, b_obj = best_succ[sel], best_obj[sel]
-    better = (cand_succ & ~b_succ) | ((cand_succ == b_succ) & (cand_obj > b_obj))
-    mask = better.view(-1, *([1] * (cand_x.dim() - 1)))
-    best_x[sel] = torch.where(mask, cand_x, best_x[sel])
-    best_obj[sel] = torch.where(better, cand_obj, b_obj)
-    best_succ[sel] = b_succ | cand_succ
 
 
 def _run(
@@ -114,59 +109,59 @@ def _run(
     objective: Callable[[Tensor, Tensor], Tensor],
     success_fn: Callable[[Tensor, Tensor], Tensor],
     delta: Tensor,
-    project: Callable[[Tensor, Tensor, Tensor], Tensor],
+    exact: bool,
     return_best: bool,
     early_stop: bool,
-    judge_last: bool = True,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One PGD run over all of ``x``: returns (x_adv, success [B], objective [B]).
+    judge_last: bool,
+) -> tuple[Tensor, Tensor]:
+    """One PGD run over all of ``x``: returns (x_adv, success [B]).
 
-    Each iterate is judged on the forward pass that computes its gradient; only the final
-    iterate costs an extra forward (when tracking is on). With ``return_best=False`` the
-    last iterate is judged too (one extra forward) unless ``judge_last`` is False, in which
-    case the returned success is all False and the objective −inf (a single run whose
-    caller needs only ``x_adv``)."""
+    Each iterate is judged on the forward pass that computes its gradient, so the first
+    iterate that breaks an example is known at no extra cost. The final iterate is never
+    the input of a gradient step: it is judged (one extra forward, on the rows that return
+    it) only when ``judge_last`` is set; otherwise its success is reported as False even
+    though it may break the example (the caller's own evaluation will see it)."""
     n = x.shape[0]
     track = return_best or early_stop
-    best = (
-        (x + delta).clamp(0, 1),
-        torch.zeros(n, dtype=torch.bool, device=x.device),
-        torch.full((n,), -torch.inf, device=x.device, dtype=x.dtype),
-    )
+    out = (x + delta).clamp(0, 1)
+    succ = torch.zeros(n, dtype=torch.bool, device=x.device)
     rows: Tensor | None = None  # None while every example is still attacked
     xa, la, ea, sa, da = x, labels, eps, step_size, delta
+    project = threat.projector(xa, ea, exact)
     for _ in range(steps):
         x_cur = (xa + da).clamp(0, 1)
-        obj, grad, logits = loss_and_grad(model, x_cur, la, objective)
+        _, grad, logits = loss_and_grad(model, x_cur, la, objective)
         if track:
-            succ = success_fn(logits, la)
-            if return_best:
-                _merge(best, rows, x_cur, succ, obj)
-            else:  # early stop with last-iterate semantics: keep the breaking iterate
-                _merge(best, rows, x_cur, succ, torch.where(succ, torch.inf, -torch.inf))
-            if early_stop and bool(succ.any()):
-                keep = ~succ
-                rows = torch.arange(n, device=x.device)[keep] if rows is None else rows[keep]
-                if rows.numel() == 0:
-                    return best
-                xa, la, ea, sa, da = xa[keep], la[keep], ea[keep], sa[keep], da[keep]
-                grad, x_cur = grad[keep], x_cur[keep]
-        da = project(da + threat.step(grad, sa, x_adv=x_cur), xa, ea)
+            s = success_fn(logits, la)
+            if bool(s.any()):
+                idx = s.nonzero().squeeze(1)
+                at = idx if rows is None else rows[idx]
+                new = ~succ[at]  # keep the first iterate that broke each example
+                out[at[new]] = x_cur[idx[new]]
+                succ[at] = True
+                if early_stop:
+                    keep = ~s
+                    rows = torch.arange(n, device=x.device)[keep] if rows is None else rows[keep]
+                    if rows.numel() == 0:
+                        return out, succ
+                    xa, la, ea, sa, da = xa[keep], la[keep], ea[keep], sa[keep], da[keep]
+                    grad, x_cur = grad[keep], x_cur[keep]
+                    project = threat.projector(xa, ea, exact)
+        da = project(da + threat.step(grad, sa, x_adv=x_cur))
 
     x_last = (xa + da).clamp(0, 1)
-    if return_best:
+    # rows that return the final iterate: all attacked rows with last-iterate semantics,
+    # only the unbroken ones when the breaking iterate is kept
+    sel = torch.arange(n, device=x.device) if rows is None else rows
+    take = ~succ[sel] if return_best else torch.ones_like(sel, dtype=torch.bool)
+    at = sel[take]
+    out[at] = x_last[take]
+    if judge_last and at.numel() > 0:
         with torch.no_grad():
-            logits = model(x_last)
-        _merge(best, rows, x_last, success_fn(logits, la), objective(logits, la))
-    else:
-        sel = slice(None) if rows is None else rows
-        best[0][sel] = x_last
-        if early_stop or judge_last:
-            with torch.no_grad():
-                logits = model(x_last)
-            best[1][sel] = success_fn(logits, la)
-            best[2][sel] = objective(logits, la)
-    return best
+            succ[at] = success_fn(model(x_last[take]), la[take])
+    elif not return_best:
+        succ[at] = False
+    return out, succ
 
 
 def pgd(
@@ -181,7 +176,7 @@ def pgd(
     loss: LossLike = "ce",
     loss_kwargs: dict | None = None,
     restarts: int = 1,
-    init: str | None = "uniform",
+    init: str | None = "auto",
     targeted: bool = False,
     y_target: Tensor | None = None,
     return_best: bool = True,
@@ -207,16 +202,20 @@ def pgd(
         loss: ``"ce"``, ``"lm"``, ``"slm"``, ``"cw"``, ``"dlr"`` or a callable
             ``(logits, y) -> [B]`` that the attack *ascends*; ``loss_kwargs`` are bound to it
             (e.g. ``{"kappa": 50}``).
-        restarts: independent runs; later runs attack only examples not yet broken.
-        init: ``"uniform"`` (uniform in the ball, then projected), ``"advertorch"`` (MMA's
-            code, specs/mma.md §2.2), or ``None``/``"zero"`` (start at x).
+        restarts: independent runs; later runs attack only examples not yet broken (each
+            run but the last judges its final iterate: one forward on the unbroken rows).
+        init: ``"auto"`` (``"radial"`` for ℓ2, else ``"uniform"``), ``"uniform"`` (uniform
+            in the ball, then clipped to the box), ``"radial"`` (random direction at a
+            radius ε·U(0, 1), :func:`radial_init`), ``"advertorch"`` (MMA's code,
+            specs/mma.md §2.2), or ``None``/``"zero"`` (start at x).
         targeted: descend ``loss(logits, y_target)`` instead; success means predicting
             ``y_target``.
-        return_best: per example, return the best iterate (a successful one if any, else
-            the highest loss) instead of the last. With ``return_best=False`` and several
-            restarts, each restart's last iterate is judged (one extra forward per
-            restart) and an example gets the last iterate of a restart that broke it, or
-            else the one with the highest final loss.
+        return_best: per example, return the first iterate that broke it if any, else the
+            final iterate (of the last restart). Success-wise this is the best of all
+            iterates: the example is broken by the returned point iff some iterate broke
+            it. ``False`` returns the final iterate even if an earlier one broke it (the
+            textbook loop), except that with several restarts an example keeps the final
+            iterate of a restart that broke it.
         early_stop: stop attacking an example as soon as it is broken.
         projection: ``"exact"`` (Euclidean projection onto ball ∩ box) or ``"approx"``
             (clip to the box then shrink into the ball, advertorch's order).
@@ -258,26 +257,24 @@ def pgd(
         pred = logits.argmax(1)
         return pred == lab if targeted else pred != lab
 
-    project = threat.project if projection == "exact" else threat.project_approx
     with attack_context(model):
         best_x = x.clone()
-        best_succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        best_obj = torch.full((x.shape[0],), -torch.inf, device=x.device, dtype=x.dtype)
         todo = torch.arange(x.shape[0], device=x.device)
         for r in range(restarts):
             xs, ls, es, ss = x[todo], labels[todo], eps_t[todo], step_t[todo]
             delta = _start(threat, xs, es, init, generator, seed, r)
-            xr, succ, obj = _run(
+            last = r == restarts - 1
+            xr, succ = _run(
                 model, threat, xs, ls, es, ss, steps, objective, success_fn, delta,
-                project, return_best, early_stop, judge_last=restarts > 1,
+                projection == "exact", return_best, early_stop, judge_last=not last,
             )
-            if r == 0:
-                best_x[todo], best_succ[todo], best_obj[todo] = xr, succ, obj
-            else:
-                _merge((best_x, best_succ, best_obj), todo, xr, succ, obj)
-            todo = todo[~best_succ[todo]]
-            if todo.numel() == 0:
-                break
+            # every row of todo is unbroken so far, so this restart's result is at least
+            # as good: broken, or (last restart) an unjudged final iterate that may be
+            best_x[todo] = xr
+            if not last:
+                todo = todo[~succ]
+                if todo.numel() == 0:
+                    break
     return best_x.detach()
 
 
