@@ -7,8 +7,7 @@ attack loss, step 2.5·ε/steps, advertorch random start and projection, eval-mo
 
 * **PGD-AT** (``wideberth.methods.PGDAT``, name ``pgd-at``): PGD at ε = ``--eps``, CE on
   the last iterate. Its optional clean-accuracy logging forward is switched off, so it does
-  exactly the work of Madry's training step. If ``methods/pgd_at.py`` is missing, an
-  equivalent inline step is used (and the script says so).
+  exactly the work of Madry's training step.
 * **MMA** (``wideberth.methods.mma.MMA``): clean forward+backward, AN-PGD (PGD with the
   same step count on the correctly classified rows + ``--n-search`` bisection forwards),
   mixed forward+backward; ``d_max = --d-max``.
@@ -42,18 +41,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wideberth import data
-from wideberth.attacks.pgd import pgd
 from wideberth.losses import soft_logit_margin
 from wideberth.methods.base import Batch, Method, StepContext
 from wideberth.methods.mma import MMA, STATUS_WRONG, MMAParams
+from wideberth.methods.pgd_at import PGDAT, PGDATParams
 from wideberth.models import build_model
 from wideberth.train.state import ExampleState
-
-try:  # written concurrently; fall back to an inline equivalent when absent
-    from wideberth.methods.pgd_at import PGDAT, PGDATParams
-except ImportError:  # pragma: no cover - depends on the checkout
-    PGDAT = None  # type: ignore[assignment,misc]
-    PGDATParams = None  # type: ignore[assignment,misc]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,33 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- methods
 
-class InlinePGDAT(Method):
-    """PGD-AT step used only if ``wideberth.methods.pgd_at`` is missing: CE on the last
-    PGD iterate (SLM attack, advertorch start and projection, step 2.5·ε/steps)."""
-
-    name = "pgd-at-inline"
-
-    def __init__(self, norm: str, eps: float, steps: int) -> None:
-        self.norm, self.eps, self.steps = norm, eps, steps
-
-    def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
-        x_adv = pgd(
-            model, batch.x, batch.y, norm=self.norm, eps=self.eps, steps=self.steps,
-            step_size=2.5 * self.eps / self.steps, loss="slm", init="advertorch",
-            return_best=False, projection="approx", generator=ctx.generator, check=False,
-        )
-        logits = model(x_adv)
-        return F.cross_entropy(logits, batch.y), logits
-
-
-def make_pgd_at(args: argparse.Namespace, steps: int) -> tuple[Method, str]:
-    if PGDAT is None:
-        return InlinePGDAT(args.norm, args.eps, steps), "inline PGD-AT step (methods/pgd_at.py missing)"
-    params = PGDATParams(
+def make_pgd_at(args: argparse.Namespace, steps: int) -> Method:
+    return PGDAT(PGDATParams(
         norm=args.norm, eps=args.eps, steps=steps, step_scale=2.5, attack_loss="slm",
         init="advertorch", projection="approx", log_clean_accuracy=False,
-    )
-    return PGDAT(params), "wideberth.methods.pgd_at.PGDAT"
+    ))
 
 
 def make_mma(args: argparse.Namespace, steps: int) -> MMA:
@@ -230,7 +201,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(header)
     print("-" * len(header))
-    pgd_source = ""
     for steps in args.steps:
         t_pgd: list[float] = []
         t_mma: list[float] = []
@@ -240,8 +210,7 @@ def main(argv: list[str] | None = None) -> None:
             for kind in order:
                 model = copy.deepcopy(base)
                 if kind == "pgd":
-                    method, pgd_source = make_pgd_at(args, steps)
-                    t_pgd.append(run_epoch(method, model, x, y, args.batch, args.seed)[0])
+                    t_pgd.append(run_epoch(make_pgd_at(args, steps), model, x, y, args.batch, args.seed)[0])
                 else:
                     seconds, state = run_epoch(make_mma(args, steps), model, x, y, args.batch, args.seed)
                     t_mma.append(seconds)
@@ -259,7 +228,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{a:>8.3f} | {model_mma / model_pgd:>6.2f} | {model_all / model_pgd:>9.2f}"
         )
     print()
-    print(f"PGD-AT implementation: {pgd_source}")
     print(
         "'attacked' (a): fraction of rows MMA ran AN-PGD on (SLM-correct at their visit).\n"
         "'model': the ratio predicted by counting passes: PGD-AT = (k+1)·FB, "

@@ -180,7 +180,8 @@ def project_linf_box(
 def _rescale_into_ball(delta_flat: Tensor, norms: Tensor, eps: Tensor) -> Tensor:
     # Shrinking a box-feasible δ toward 0 keeps it in the box (the box contains 0), so this
     # guard fixes the last ulp of ball infeasibility without touching the box constraint.
-    factor = torch.where(norms > eps, eps / torch.where(norms > 0, norms, 1), 1)
+    # ε/0 = inf and 0/0 = NaN both mean "no shrinking": factor 1.
+    factor = torch.nan_to_num(eps / norms, nan=1.0).clamp_(max=1)
     return delta_flat * factor.unsqueeze(1)
 
 
@@ -192,16 +193,14 @@ def project_l2_box(
 ) -> Tensor:
     """Exact Euclidean projection of ``v`` onto ``{‖δ‖₂ ≤ ε} ∩ [lo, hi]``, per example.
 
-    Method (specs/minmax.md §1.4, eq. 22): if ``‖clip(v)‖₂ ≤ ε`` the answer is ``clip(v)``;
-    otherwise it is ``clip(s·v)`` with ``s = 1/(1+λ) ∈ [ε/‖v‖₂, 1]`` the root of
-    ``g(s) = ‖clip(s·v)‖₂² = ε²``. ``g`` is piecewise quadratic: coordinate ``i`` saturates
-    at its bound for ``s ≥ τᵢ = bound_i / v_i``, so between breakpoints
-    ``g(s) = Σ_saturated bound² + s² Σ_free v²``. Sorting the breakpoints of each row and
-    taking two cumulative sums gives ``g`` at every breakpoint, hence the segment holding
-    the root and the root itself in closed form: exact, with no iteration (a sort costs
-    about as much as three bisection steps). Rows whose ball projection already lies in
-    the box skip the sort. The result is finally shrunk by at most an ulp so that
-    ``‖δ‖₂ ≤ ε`` holds in floating point. Fully vectorised; no loop over examples.
+    Method (specs/minmax.md §1.4, eq. 22): the answer is ``clip(s·v)`` with
+    ``s = 1/(1+λ) ∈ [0, 1]``: ``s = 1`` if ``g(1) ≤ ε²``, where ``g(s) = ‖clip(s·v)‖₂²``,
+    else the root of ``g(s) = ε²`` (``g`` is non-decreasing). Coordinate ``i`` is clipped
+    at its bound for ``s ≥ τᵢ = |bound_i| / |v_i|``, so on each stretch between breakpoints
+    ``g(s) = Σ_clipped bound² + s² Σ_free v²``, and the root is found by a monotone
+    active-set iteration from below (:func:`_l2_box_scale`): exact, usually two to four
+    vectorised passes, no loop over examples. The result is finally shrunk by at most an
+    ulp so that ``‖δ‖₂ ≤ ε`` holds in floating point.
 
     Args:
         v: point to project, shape ``[B, ...]``.
@@ -211,61 +210,51 @@ def project_l2_box(
     Returns:
         δ, shape of ``v``, with ``lo <= δ <= hi`` and ``‖δ‖₂ <= ε (1 + 1e-6)``.
     """
-    shape = v.shape
-    vf = _flat(v)
     lof, hif = _prep_box(v, lo, hi)
-    e = eps_vector(eps, v)
+    return _project_l2_flat(_flat(v), lof, hif, eps_vector(eps, v)).reshape(v.shape)
+
+
+def _project_l2_flat(vf: Tensor, lof: Tensor, hif: Tensor, e: Tensor) -> Tensor:
+    """:func:`project_l2_box` on flat ``[B, D]`` tensors with ``e`` of shape ``[B]``."""
     with torch.no_grad():
-        vd = vf.detach()
-        inside = torch.linalg.vector_norm(torch.clamp(vd, min=lof, max=hif), dim=1) <= e
-        vnorm = torch.linalg.vector_norm(vd, dim=1)
-        s_ball = torch.clamp(e / torch.where(vnorm > 0, vnorm, 1), max=1)
-        s = torch.where(inside, 1, s_ball)
-        if not bool(inside.all()):
-            rows = (~inside).nonzero().squeeze(1)
-            vr, lor, hir = vd[rows], lof[rows], hif[rows]
-            # Breakpoints τᵢ = |bound_i| / |v_i|: coordinate i is clipped for s ≥ τᵢ (+inf
-            # when v_i = 0 or the bound is infinite). Where s_ball ≤ min τ, the ball
-            # projection v·min(1, ε/‖v‖) lies in the box, so it is the nearest point of
-            # the intersection and no root finding is needed.
-            av = vr.abs()
-            tau = torch.where(av > 0, torch.where(vr > 0, hir, -lor) / av, math.inf)
-            hard = s_ball[rows] > tau.amin(1)
-            if bool(hard.any()):
-                h = hard.nonzero().squeeze(1)
-                s = s.index_put((rows[h],), _l2_box_scale(av[h], tau[h], e[rows[h]], s_ball[rows[h]]))
+        s = _l2_box_scale(vf.detach(), lof, hif, e)
     delta = torch.clamp(vf * s.unsqueeze(1), min=lof, max=hif)
     with torch.no_grad():
         n = torch.linalg.vector_norm(delta.detach(), dim=1)
-    return _rescale_into_ball(delta, n, e).reshape(shape)
+    return _rescale_into_ball(delta, n, e)
 
 
-def _l2_box_scale(av: Tensor, tau: Tensor, e: Tensor, s_lo: Tensor) -> Tensor:
-    """The root s ∈ [s_lo, 1] of g(s) = ‖clip(s·v)‖₂² = ε² for rows whose clipped v is
-    outside the ball and whose ball projection leaves the box (see :func:`project_l2_box`).
+def _l2_box_scale(vd: Tensor, lof: Tensor, hif: Tensor, e: Tensor) -> Tensor:
+    """The scale s ∈ [0, 1] of :func:`project_l2_box`: 1 if ``‖clip(v)‖₂ ≤ ε``, else the
+    root of ``g(s) = ‖clip(s·v)‖₂² = ε²``. Shapes: vd, lof, hif ``[B, D]``; e ``[B]``.
 
-    ``av = |v|`` and ``tau`` the breakpoints (coordinate i is clipped, at |bound_i| = τᵢ|vᵢ|,
-    for s ≥ τᵢ). Monotone active-set iteration from below: at a lower bound s_k, freeze the
-    set of coordinates already clipped and solve ``Σ_clipped bound² + s² Σ_free v² = ε²``
-    for s_{k+1}. Coordinates that clip later contribute bound² ≤ s²v², so this quadratic
-    lies above g beyond s_k: s_{k+1} is again a lower bound, the clipped set only grows,
-    and when it stops growing s is the exact root. A handful of vectorised passes in
-    practice (at most one per coordinate in theory)."""
+    Monotone active-set iteration from below, started at ``s₀ = min(1, ε/‖v‖₂)`` (the
+    ball projection's scale; clipping only shortens, so ``g(s₀) ≤ ε²``): at a lower bound
+    ``s_k``, freeze the set of coordinates already clipped (``τᵢ ≤ s_k``) and solve
+    ``Σ_clipped bound² + s² Σ_free v² = ε²`` for ``s_{k+1}`` (capped at 1). Coordinates
+    that clip later contribute ``bound² ≤ s²v²``, so this quadratic lies above g beyond
+    ``s_k``: ``s_{k+1}`` is again a lower bound, the clipped set only grows, and once it
+    stops growing s is exact (at most one pass per coordinate in theory; two to four in
+    practice). Every row goes through the same few vectorised passes: no fast paths, no
+    row indexing, few operations (what matters at small batches)."""
+    v2 = vd * vd
+    bound = torch.where(vd > 0, hif, lof)
+    b2 = bound * bound
+    tau = bound / vd  # = |bound|/|v| ≥ 0 (same signs); v = 0 gives ±inf or NaN: never clipped
     e2 = e * e
-    v2 = av * av
-    b2 = torch.where(tau <= 1, tau * tau * v2, 0)  # bound² where it can matter (s ≤ 1)
-    s = s_lo
-    count = torch.full_like(s, -1)
-    for _ in range(av.shape[1] + 1):
-        clipped = tau <= s.unsqueeze(1)
-        new_count = clipped.sum(1).to(s.dtype)
-        if bool((new_count == count).all()):
+    zero = vd.new_zeros(())
+    s = torch.nan_to_num(e / torch.linalg.vector_norm(vd, dim=1), nan=1.0).clamp_(max=1)
+    count = None
+    for _ in range(vd.shape[1] + 1):
+        clipped = tau <= s.unsqueeze(1)  # NaN compares False
+        new_count = clipped.sum(1)
+        if count is not None and bool(torch.equal(new_count, count)):
             break
         count = new_count
-        c2 = torch.where(clipped, b2, 0).sum(1)
-        f2 = torch.where(clipped, 0, v2).sum(1)
-        s_new = torch.sqrt(torch.clamp(e2 - c2, min=0) / torch.where(f2 > 0, f2, 1))
-        s = torch.where(f2 > 0, torch.maximum(s, s_new), s).clamp(max=1)
+        c2 = torch.where(clipped, b2, zero).sum(1)
+        f2 = torch.where(clipped, zero, v2).sum(1)
+        # f2 = 0 (everything clipped) gives inf or NaN: fmax keeps s, the cap keeps s ≤ 1
+        s = torch.fmax(s, torch.sqrt((e2 - c2).clamp_(min=0) / f2)).clamp_(max=1)
     return s
 
 
@@ -550,17 +539,27 @@ class L2Ball(ThreatModel):
 
     def step(self, grad: Tensor, step_size: float | Tensor, x_adv: Tensor | None = None) -> Tensor:
         g = _flat(grad)
-        # scale by max|g| first so that neither tiny nor huge gradients under/overflow
-        m = g.abs().amax(1, keepdim=True) if g.shape[1] > 0 else g.new_ones(g.shape[0], 1)
-        gs = g / torch.where(m > 0, m, 1)
-        n = torch.linalg.vector_norm(gs, dim=1, keepdim=True)
-        unit = gs / torch.where(n > 0, n, 1)
-        return unit.reshape(grad.shape) * as_batch_eps(step_size, grad)
+        if g.shape[1] == 0:
+            return grad.clone()
+        # scale by max|g| first so that neither tiny nor huge gradients under/overflow;
+        # a zero gradient stays zero (0 / tiny)
+        tiny = torch.finfo(g.dtype).tiny
+        gs = g / g.abs().amax(1, keepdim=True).clamp_(min=tiny)
+        n = torch.linalg.vector_norm(gs, dim=1, keepdim=True).clamp_(min=tiny)
+        return (gs * (eps_vector(step_size, grad).unsqueeze(1) / n)).reshape(grad.shape)
 
     def project_box(
         self, delta: Tensor, lo: Tensor | float, hi: Tensor | float, eps: float | Tensor
     ) -> Tensor:
         return project_l2_box(delta, lo, hi, eps)
+
+    def projector(
+        self, x: Tensor, eps: float | Tensor, exact: bool = True
+    ) -> Callable[[Tensor], Tensor]:
+        if not exact:
+            return super().projector(x, eps, exact)
+        lof, hif, e = _flat(-x), _flat(1 - x), eps_vector(eps, x)
+        return lambda delta: _project_l2_flat(_flat(delta), lof, hif, e).reshape(delta.shape)
 
     def project_ball(self, delta: Tensor, eps: float | Tensor) -> Tensor:
         """``delta · min(1, ε/‖delta‖₂)`` (closed form, no box)."""

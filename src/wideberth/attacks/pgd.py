@@ -85,10 +85,10 @@ def _start(
     seed: int,
     restart: int,
 ) -> Tensor:
+    if init == "auto":  # the first run from x, later restarts from random points
+        init = "zero" if restart == 0 else "radial" if threat.name == "l2" else "uniform"
     if init == "zero":
         return torch.zeros_like(x)
-    if init == "auto":
-        init = "radial" if threat.name == "l2" else "uniform"
     if init == "uniform":
         return random_start(threat, x, eps, generator=generator, seed=seed, restart=restart)
     sample = radial_init if init == "radial" else advertorch_init
@@ -126,6 +126,7 @@ def _run(
     out = (x + delta).clamp(0, 1)
     succ = torch.zeros(n, dtype=torch.bool, device=x.device)
     rows: Tensor | None = None  # None while every example is still attacked
+    done = succ  # succ at the rows still attacked (the same tensor while rows is None)
     xa, la, ea, sa, da = x, labels, eps, step_size, delta
     project = threat.projector(xa, ea, exact)
     for _ in range(steps):
@@ -133,20 +134,23 @@ def _run(
         _, grad, logits = loss_and_grad(model, x_cur, la, objective)
         if track:
             s = success_fn(logits, la)
-            if bool(s.any()):
-                idx = s.nonzero().squeeze(1)
+            new = s & ~done  # keep the first iterate that broke each example
+            if bool(new.any()):
+                idx = new.nonzero().squeeze(1)
                 at = idx if rows is None else rows[idx]
-                new = ~succ[at]  # keep the first iterate that broke each example
-                out[at[new]] = x_cur[idx[new]]
+                out[at] = x_cur[idx]
                 succ[at] = True
-                if early_stop:
-                    keep = ~s
-                    rows = torch.arange(n, device=x.device)[keep] if rows is None else rows[keep]
-                    if rows.numel() == 0:
-                        return out, succ
-                    xa, la, ea, sa, da = xa[keep], la[keep], ea[keep], sa[keep], da[keep]
-                    grad, x_cur = grad[keep], x_cur[keep]
-                    project = threat.projector(xa, ea, exact)
+                if rows is not None:
+                    done = succ[rows]
+            if early_stop and bool(s.any()):
+                keep = ~s
+                rows = torch.arange(n, device=x.device)[keep] if rows is None else rows[keep]
+                if rows.numel() == 0:
+                    return out, succ
+                xa, la, ea, sa, da = xa[keep], la[keep], ea[keep], sa[keep], da[keep]
+                grad, x_cur = grad[keep], x_cur[keep]
+                done = succ[rows]
+                project = threat.projector(xa, ea, exact)
         da = project(da + threat.step(grad, sa, x_adv=x_cur))
 
     x_last = (xa + da).clamp(0, 1)
@@ -204,10 +208,13 @@ def pgd(
             (e.g. ``{"kappa": 50}``).
         restarts: independent runs; later runs attack only examples not yet broken (each
             run but the last judges its final iterate: one forward on the unbroken rows).
-        init: ``"auto"`` (``"radial"`` for ℓ2, else ``"uniform"``), ``"uniform"`` (uniform
-            in the ball, then clipped to the box), ``"radial"`` (random direction at a
+        init: ``"auto"``: the first run starts at x, every later restart at a random point
+            (``"radial"`` for ℓ2, ``"uniform"`` otherwise); for one run, starting at x
+            is the stronger choice (``benchmarks/bench_pgd.py`` measures it), and the
+            restarts still explore. ``"uniform"`` (uniform in the ball, then clipped to
+            the box: Madry et al.'s random start), ``"radial"`` (random direction at a
             radius ε·U(0, 1), :func:`radial_init`), ``"advertorch"`` (MMA's code,
-            specs/mma.md §2.2), or ``None``/``"zero"`` (start at x).
+            specs/mma.md §2.2), or ``None``/``"zero"`` (every run starts at x).
         targeted: descend ``loss(logits, y_target)`` instead; success means predicting
             ``y_target``.
         return_best: per example, return the first iterate that broke it if any, else the
