@@ -41,7 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wideberth import data
+from wideberth.config import MethodConfig
 from wideberth.losses import soft_logit_margin
+from wideberth.methods import build_method
 from wideberth.methods.base import Batch, Method, StepContext
 from wideberth.methods.mma import MMA, STATUS_WRONG, MMAParams
 from wideberth.methods.pgd_at import PGDAT, PGDATParams
@@ -69,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (3)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--others", nargs="*", default=["standard", "pgdls", "trades", "avg-margin"],
+                   help="other methods timed against PGD-AT at the largest --steps "
+                        "(default: standard pgdls trades avg-margin; none: skip)")
     return p.parse_args(argv)
 
 
@@ -79,6 +84,18 @@ def make_pgd_at(args: argparse.Namespace, steps: int) -> Method:
         norm=args.norm, eps=args.eps, steps=steps, step_scale=2.5, attack_loss="slm",
         init="advertorch", projection="approx", log_clean_accuracy=False,
     ))
+
+
+def make_other(name: str, args: argparse.Namespace, steps: int) -> Method:
+    """Another method at the same budget: PGDLS and TRADES at ε = --eps with ``steps``
+    inner steps (TRADES β = 6); the Wu & Yu regulariser and standard training need no
+    attack."""
+    params: dict[str, object] = {}
+    if name == "pgdls":
+        params = dict(norm=args.norm, eps=args.eps, steps=steps, ramp_epochs=1)
+    elif name == "trades":
+        params = dict(norm=args.norm, eps=args.eps, steps=steps, beta=6.0)
+    return build_method(MethodConfig(name=name, params=params))
 
 
 def make_mma(args: argparse.Namespace, steps: int) -> MMA:
@@ -227,6 +244,22 @@ def main(argv: list[str] | None = None) -> None:
             f"{steps:>9} | {fmt(t_pgd):>20} | {fmt(t_mma):>20} | {fmt(ratios):>20} | "
             f"{a:>8.3f} | {model_mma / model_pgd:>6.2f} | {model_all / model_pgd:>9.2f}"
         )
+    if args.others:
+        steps = max(args.steps)
+        print(f"\nother methods, one epoch each against PGD-AT ({steps} steps), {args.repeats} "
+              "interleaved rounds: seconds per epoch and ratio to PGD-AT, median (min–max)")
+        for name in args.others:
+            t_other: list[float] = []
+            t_pgd = []
+            for r in range(args.repeats):
+                order = ("pgd", name) if r % 2 == 0 else (name, "pgd")
+                for kind in order:
+                    model = copy.deepcopy(base)
+                    method = make_pgd_at(args, steps) if kind == "pgd" else make_other(name, args, steps)
+                    t = run_epoch(method, model, x, y, args.batch, args.seed)[0]
+                    (t_pgd if kind == "pgd" else t_other).append(t)
+            ratios = [o / p for o, p in zip(t_other, t_pgd, strict=True)]
+            print(f"  {name:11s} {fmt(t_other):>20s} s   ratio {fmt(ratios)}", flush=True)
     print()
     print(
         "'attacked' (a): fraction of rows MMA ran AN-PGD on (SLM-correct at their visit).\n"

@@ -212,7 +212,7 @@ def perturbed(x: Tensor, norm: str, seed: int) -> Tensor:
 def overhead(models: dict[str, nn.Module], x: Tensor, y: Tensor, args: argparse.Namespace) -> None:
     print(f"\n## 1. PGD-k wall time / (k × one forward+backward), batch {x.shape[0]}×"
           f"{'×'.join(map(str, x.shape[1:]))}, median [min–max] of {args.repeats} interleaved repeats")
-    print("   ours: defaults (uniform per-example random start, return_best=True, exact projection);"
+    print("   ours: defaults (init='auto': the one run starts at x; first breaking iterate; exact projection);"
           " 'last': return_best=False; 'approx': projection='approx'")
     print("   fb: one forward+backward at a random point of the norm's ε-ball around x (what a PGD"
           " iteration computes), the denominator; 'fb x': the same at the clean x, for reference;"
