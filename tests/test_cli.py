@@ -52,6 +52,16 @@ def test_train_evaluate_info_end_to_end(tmp_path):
     assert report["n"] == 360
     assert report["clean_accuracy"] == pytest.approx(acc, abs=1e-4)
     assert "clean accuracy" in out
+    robust_path = tmp_path / "robust.json"
+    out = run("evaluate", str(tmp_path / "r"), "--norm", "linf", "--eps", "0.2", "0.05",
+              "--suite", "quick", "--n", "60", "--json", str(robust_path),
+              "--state", str(tmp_path / "state.json")).stdout
+    rob = json.loads(robust_path.read_text())
+    assert rob["suite"] == "quick" and rob["norm"] == "linf" and rob["n"] == 60
+    assert list(rob["robust_accuracy"]) == ["0.05", "0.2"]
+    r05, r2 = rob["robust_accuracy"].values()
+    assert 0 <= r2 <= r05 <= rob["clean_accuracy"]
+    assert "AvgRobAcc" in out and (tmp_path / "state.json").exists()
     info = json.loads(run("info", str(tmp_path / "r"), "--json").stdout)
     assert info["position"]["epoch"] == 3 and info["data"]["name"] == "digits"
     assert "progress:    epoch 3" in run("info", str(tmp_path / "r")).stdout

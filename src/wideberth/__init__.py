@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from . import attacks, config, data, methods, models, train  # noqa: E402
 from .config import Config, load_config, load_recipe  # noqa: E402
+from .evaluate.robustness import EvalReport, evaluate  # noqa: E402  (wb.evaluate: the function)
 from .runs import load_model, run_info  # noqa: E402
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "attacks",
     "config",
     "data",
+    "EvalReport",
+    "evaluate",
     "load_config",
     "load_model",
     "load_recipe",

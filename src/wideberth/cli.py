@@ -69,7 +69,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a trained run or checkpoint on its dataset's test split."""
+    """Evaluate a trained run or checkpoint on its dataset's test split: clean accuracy and,
+    with --eps, robust accuracy over the ε grid under an attack suite (the pointwise worst
+    case over its attacks; MMA paper §5), AvgAcc and AvgRobAcc, and sanity flags."""
     import torch
 
     from .data import IndexedTensors, load_split
@@ -104,6 +106,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{cfg.data.name} {args.split}: clean accuracy {metrics['clean_accuracy']:.4f} "
         f"on {metrics['n']} examples (loss {metrics['loss']:.4f})"
     )
+    if args.eps:
+        from .evaluate.robustness import evaluate
+
+        rep = evaluate(
+            model, x, y, norm=args.norm, epsilons=args.eps, suite=args.suite,
+            restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
+            state_file=args.state, progress=None if args.quiet else lambda line: print(line, flush=True),
+        )
+        report.update(rep.to_dict())
+        print(f"suite {rep.suite} ({', '.join(rep.attacks)}), norm {rep.norm}")
+        print(f"{'eps':>8}  robust accuracy")
+        for e, acc in rep.robust_accuracy.items():
+            print(f"{e:>8}  {acc:.4f}")
+        print(f"AvgAcc {rep.avg_acc:.4f}  AvgRobAcc {rep.avg_rob_acc:.4f}")
+        for flag in rep.flags:
+            print(f"FLAG: {flag}")
     if args.json:
         from .train.checkpoint import atomic_write_text
 
@@ -348,6 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--json", help="write the report as JSON to this file")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"],
+                   help="threat model of the robust evaluation (default linf)")
+    p.add_argument("--eps", type=float, nargs="+",
+                   help="radii of the robust evaluation (omit: clean accuracy only)")
+    p.add_argument("--suite", default="standard", choices=["quick", "paper", "standard"],
+                   help="attack suite (default standard: APGD-CE, APGD-T, paper PGD)")
+    p.add_argument("--restarts", type=int,
+                   help="N of the paper PGD (split CE/CW; default 10)")
+    p.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
+    p.add_argument("--state", help="resumable state file (JSON): progress is saved after "
+                                   "every batch and an interrupted evaluation continues")
+    p.add_argument("--quiet", action="store_true", help="no per-batch progress lines")
     p.set_defaults(func=cmd_evaluate)
 
     def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "loss_and_grad",
     "prepare",
     "random_start",
+    "looks_like_probabilities",
     "warn_if_probabilities",
 ]
 
@@ -127,15 +128,20 @@ def random_start(
     return clip_to_box(x, delta)
 
 
+def looks_like_probabilities(logits: Tensor) -> bool:
+    """True when every row of ``logits`` [B, K] lies in [0, 1] and sums to 1 (K ≥ 2)."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        return False
+    lg = logits.detach()
+    return bool(((lg >= 0) & (lg <= 1)).all()) and torch.allclose(
+        lg.sum(1), torch.ones_like(lg[:, 0]), atol=1e-3
+    )
+
+
 def warn_if_probabilities(logits: Tensor) -> None:
     """Warn when outputs look like probabilities (rows in [0, 1] summing to 1): attacks
     need logits, and a softmax output saturates their gradients (a classic masked eval)."""
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        return
-    lg = logits.detach()
-    if bool(((lg >= 0) & (lg <= 1)).all()) and torch.allclose(
-        lg.sum(1), torch.ones_like(lg[:, 0]), atol=1e-3
-    ):
+    if looks_like_probabilities(logits):
         warnings.warn(
             "the model's outputs look like probabilities (in [0, 1], rows summing to 1); "
             "attacks expect logits: remove the final softmax (attacking probabilities "

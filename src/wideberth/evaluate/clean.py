@@ -8,10 +8,11 @@ from torch import Tensor, nn
 
 from .._modes import eval_mode
 
-__all__ = ["predict", "clean_metrics"]
+__all__ = ["predict", "clean_metrics", "model_device"]
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter (or buffer); CPU for a parameterless one."""
     for p in model.parameters():
         return p.device
     for b in model.buffers():
@@ -23,7 +24,7 @@ def _device_of(model: nn.Module) -> torch.device:
 def predict(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
     """Logits of ``model`` on ``x`` [N, ...] computed in batches, in eval mode; returns [N, K]
     on the CPU. The model's mode is restored afterwards."""
-    device = _device_of(model)
+    device = model_device(model)
     out = []
     with eval_mode(model):
         for start in range(0, x.shape[0], batch_size):
