@@ -24,7 +24,7 @@ def run(*args, cwd=None, check=True):
     return proc
 
 
-@pytest.mark.parametrize("command", ["train", "resume", "evaluate", "recipes", "info", "attack", "margins"])
+@pytest.mark.parametrize("command", ["train", "resume", "evaluate", "compare", "recipes", "info", "attack", "margins"])
 def test_every_command_has_help(command):
     out = run(command, "--help").stdout
     assert out.startswith("usage: wideberth " + command)
@@ -62,6 +62,21 @@ def test_train_evaluate_info_end_to_end(tmp_path):
     r05, r2 = rob["robust_accuracy"].values()
     assert 0 <= r2 <= r05 <= rob["clean_accuracy"]
     assert "AvgRobAcc" in out and (tmp_path / "state.json").exists()
+    # a report folder, then the two reports side by side
+    out = run("evaluate", str(tmp_path / "r"), "--norm", "l2", "--eps", "0.3", "1.0",
+              "--suite", "quick", "--n", "40", "--report", str(tmp_path / "rep"),
+              "--report-n", "30", "--json", str(tmp_path / "l2.json"), "--quiet").stdout
+    for f in ("report.json", "report.md", "robust_accuracy.png", "margins.png"):
+        assert (tmp_path / "rep" / f).stat().st_size > 0, f
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| Model | Cln Acc | AvgAcc | AvgRobAcc | ε=0.3 | ε=1 |" in md
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["margins"]["n"] == 30
+    out = run("compare", str(tmp_path / "l2.json"), str(tmp_path / "r"), "--norm", "l2",
+              "--eps", "0.3", "1.0", "--suite", "quick", "--n", "40",
+              "--plot", str(tmp_path / "cmp.png")).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and rows[1].split("|")[2:] == rows[2].split("|")[2:]  # same model
+    assert (tmp_path / "cmp.png").stat().st_size > 0
     info = json.loads(run("info", str(tmp_path / "r"), "--json").stdout)
     assert info["position"]["epoch"] == 3 and info["data"]["name"] == "digits"
     assert "progress:    epoch 3" in run("info", str(tmp_path / "r")).stdout

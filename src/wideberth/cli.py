@@ -122,12 +122,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"AvgAcc {rep.avg_acc:.4f}  AvgRobAcc {rep.avg_rob_acc:.4f}")
         for flag in rep.flags:
             print(f"FLAG: {flag}")
+        if args.report:
+            _write_evaluation_report(model, x, y, report, args)
     if args.json:
         from .train.checkpoint import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _write_evaluation_report(model: Any, x: Any, y: Any, report: dict[str, Any],
+                             args: argparse.Namespace) -> None:
+    """--report DIR: margins (minimal-norm estimates) and MMA Fig. 3 loss slices on a
+    subset, then the report folder (JSON, Markdown, PNG)."""
+    import torch
+
+    from .attacks import estimate_margin, margin_stats, pgd
+    from .evaluate.clean import model_device
+    from .evaluate.report import loss_along_ray, write_report
+
+    device = model_device(model)
+    m = min(args.report_n, x.shape[0])
+    xs, ys = x[:m].to(device), y[:m].to(device)
+    margins = estimate_margin(model, xs, ys, norm=args.norm).cpu()
+    eps_grid = sorted(args.eps)
+    report["margins"] = margin_stats(margins, thresholds=eps_grid)
+    report["margins"]["method"] = "auto"
+    eps0 = eps_grid[0]
+    x_adv = pgd(model, xs, ys, norm=args.norm, eps=eps0, steps=20, seed=args.seed)
+    with torch.no_grad():
+        failed = model(x_adv).argmax(1) == ys  # MMA Fig. 3 keeps the failed perturbations
+    curves = loss_along_ray(model, xs[failed], (x_adv - xs)[failed], ys[failed])
+    name = Path(args.run).name
+    for path in write_report(report, args.report, name=name, margins=margins, loss_curves=curves):
+        print(f"wrote {path}")
 
 
 def _load_for_attack(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
@@ -298,6 +327,44 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Several models side by side in the MMA paper's table format (its Table 1): clean
+    accuracy, AvgAcc, AvgRobAcc and robust accuracy per ε. Each input is a JSON report of
+    `wideberth evaluate --json` or a run folder / checkpoint, evaluated here with --norm,
+    --eps and --suite (all on the same first --n test examples)."""
+    from .evaluate.report import markdown_table, plot_robust_accuracy
+    from .evaluate.robustness import evaluate
+
+    reports: dict[str, dict[str, Any]] = {}
+    for item in args.inputs:
+        path = Path(item)
+        name = path.stem if path.suffix == ".json" else path.name
+        if path.suffix == ".json" and path.is_file():
+            reports[name] = json.loads(path.read_text(encoding="utf-8"))
+            continue
+        if not args.eps:
+            raise ValueError(f"{item} is a run, not a JSON report: give --eps (and --norm, "
+                             "--suite) to evaluate it")
+        model, x, y, _ = _load_for_attack(argparse.Namespace(**{**vars(args), "run": item, "split": "test"}))
+        rep = evaluate(model, x, y, norm=args.norm, epsilons=args.eps, suite=args.suite,
+                       batch_size=args.batch_size, seed=args.seed)
+        reports[name] = rep.to_dict()
+        print(f"evaluated {item}", file=sys.stderr)
+    table = markdown_table(reports)
+    print(table, end="")
+    for name, r in reports.items():
+        for flag in r.get("flags") or []:
+            print(f"FLAG [{name}]: {flag}")
+    if args.markdown:
+        from .train.checkpoint import atomic_write_text
+
+        atomic_write_text(args.markdown, table)
+        print(f"wrote {args.markdown}")
+    if args.plot:
+        print(f"wrote {plot_robust_accuracy(reports, args.plot)}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe a run: data, model, method, progress, best epoch, test result."""
     from .runs import run_info
@@ -378,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="resumable state file (JSON): progress is saved after "
                                    "every batch and an interrupted evaluation continues")
     p.add_argument("--quiet", action="store_true", help="no per-batch progress lines")
+    p.add_argument("--report", help="write a report folder (report.json, report.md, "
+                                    "robust_accuracy.png, margins.png, loss_slices.png)")
+    p.add_argument("--report-n", type=int, default=200,
+                   help="examples for the report's margins and loss slices (default 200)")
     p.set_defaults(func=cmd_evaluate)
 
     def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -419,6 +490,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the shipped recipes", description=cmd_recipes.__doc__)
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("compare", help="several models side by side (MMA Table 1 format)",
+                       description=cmd_compare.__doc__)
+    p.add_argument("inputs", nargs="+", help="JSON reports of `evaluate --json`, or runs")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
+    p.add_argument("--eps", type=float, nargs="+", help="ε grid (needed for runs)")
+    p.add_argument("--suite", default="standard", choices=["quick", "paper", "standard"])
+    p.add_argument("--n", type=int, default=1000, help="first N test examples (default 1000)")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--markdown", help="also write the table to this file")
+    p.add_argument("--plot", help="robust accuracy vs ε of every model, as a PNG")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("info", help="describe a run", description=cmd_info.__doc__)
     p.add_argument("run", help="run folder or .safetensors checkpoint")

@@ -16,6 +16,7 @@ apgd (CE, DLR)     Croce & Hein 2020 (APGD-CE, APGD-T)                  ℓ∞, 
 an_pgd             Ding et al. 2020 (MMA), adaptive-norm PGD            ℓ∞, ℓ2, ℓ1
 cw_l2              Carlini & Wagner 2017 (minimal ℓ2)                   ℓ2
 fmn                Pintor et al. 2021 (fast minimum-norm)               ℓ∞, ℓ2, ℓ1
+square             Andriushchenko et al. 2020 (black-box, score-based)  ℓ∞, ℓ2
 =================  ===================================================  ===============
 
 ``estimate_margin(model, x, y, norm)`` returns each example's distance to the decision
@@ -43,6 +44,7 @@ from .margin import (
 )
 from .minimal import CWL2, FMN, MinimalNormResult, cw_l2, cw_l2_attack, fmn, fmn_attack
 from .pgd import FGM, FGSM, PGD, fgm, fgsm, pgd
+from .square import Square, square
 
 __all__ = [
     "ATTACK_NAMES",
@@ -59,6 +61,7 @@ __all__ = [
     "MinimalNormResult",
     "ModelLike",
     "PGD",
+    "Square",
     "an_pgd",
     "an_pgd_attack",
     "an_pgd_eval",
@@ -85,10 +88,11 @@ __all__ = [
     "prepare",
     "random_start",
     "run_attack",
+    "square",
 ]
 
 #: the names ``wideberth attack --attack`` and :func:`run_attack` accept
-ATTACK_NAMES = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "anpgd", "fmn", "cw-l2")
+ATTACK_NAMES = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "anpgd", "fmn", "cw-l2", "square")
 
 
 def run_attack(
@@ -114,6 +118,9 @@ def run_attack(
       shortest successful perturbation along the PGD ray (``return_mode="upper"``).
     - ``fmn`` / ``cw-l2``: minimal-norm attacks; a perturbation counts only when its norm
       is ≤ ε, otherwise x itself is returned for that example.
+    - ``square``: the Square attack (ℓ∞/ℓ2, margin loss, no gradients); ``steps`` is its
+      query budget ``n_queries`` per example (the paper and AutoAttack use 5000, so pass
+      e.g. ``--steps 5000``: the CLI's default of 40 is a smoke test), ``restarts`` unused.
     """
     if name == "fgsm":
         return fgm(model, x, y, norm=norm, eps=eps, **kwargs)
@@ -140,4 +147,6 @@ def run_attack(
             res = cw_l2(model, x, y, **kwargs)
         within = res.found & (res.distance <= eps)
         return torch.where(within.view(-1, *([1] * (x.dim() - 1))), res.x_adv, x)
+    if name == "square":
+        return square(model, x, y, norm=norm, eps=eps, n_queries=steps, seed=seed, **kwargs)
     raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)}")

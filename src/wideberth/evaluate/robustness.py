@@ -50,6 +50,7 @@ from ..attacks.base import attack_context, looks_like_probabilities, warn_if_pro
 from ..attacks.pgd import pgd
 from ..threat import get_threat, normalize_norm
 from ..train.checkpoint import atomic_write_text
+from . import sanity as sanity_checks
 from .clean import model_device
 
 __all__ = ["AttackSpec", "EvalReport", "SUITES", "suite_attacks", "evaluate"]
@@ -65,7 +66,9 @@ class AttackSpec:
         attack: ``"pgd"``, ``"apgd-ce"`` or ``"apgd-dlr"`` (targeted DLR, AutoAttack's APGD-T).
         steps: iterations per run.
         restarts: runs (each attacks only the examples earlier runs left unbroken).
-        loss: PGD's loss: ``"ce"`` or ``"cw"`` (MMA's evaluation CW, ``clamp(LM, 0)``).
+        loss: PGD's loss: ``"ce"`` or ``"cw"`` (MMA's evaluation CW loss, AdverTorch's
+            ``max(LM + 50, 0)``, specs/mma.md ambiguity A10), or a
+            callable ``(logits, y) -> [B]`` (give it a ``label``; e.g. an ensemble loss).
         step: PGD's step size as a fraction of ε (``None``: 2.5/steps).
         init: PGD's start (see :func:`wideberth.attacks.pgd`).
         label: name in reports.
@@ -74,7 +77,7 @@ class AttackSpec:
     attack: str
     steps: int
     restarts: int = 1
-    loss: str = "ce"
+    loss: str | Callable[[Tensor, Tensor], Tensor] = "ce"
     step: float | None = None
     init: str = "auto"
     label: str = ""
@@ -121,12 +124,15 @@ def suite_attacks(
 SUITES = ("quick", "paper", "standard")
 
 
-def _run_spec(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, norm: str, eps: float, seed: int) -> Tensor:
+def _run_spec(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, norm: str, eps: float, seed: int,
+              return_best: bool = True) -> Tensor:
+    """x_adv of one suite attack; ``return_best=False``: PGD's final iterates (for transfer)."""
     if spec.attack == "pgd":
         loss_kwargs = {"form": "advertorch"} if spec.loss == "cw" else None
         step = None if spec.step is None else spec.step * eps
         return pgd(model, x, y, norm=norm, eps=eps, steps=spec.steps, step_size=step, loss=spec.loss,
-                   loss_kwargs=loss_kwargs, restarts=spec.restarts, init=spec.init, seed=seed, check=False)
+                   loss_kwargs=loss_kwargs, restarts=spec.restarts, init=spec.init, seed=seed,
+                   return_best=return_best, check=False)
     if spec.attack == "apgd-ce":
         return apgd_ce(model, x, y, norm=norm, eps=eps, steps=spec.steps, restarts=spec.restarts,
                        seed=seed, check=False)
@@ -203,6 +209,8 @@ def evaluate(
     seed: int = 0,
     state_file: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    sanity: bool = True,
+    sanity_n: int = 100,
 ) -> EvalReport:
     """Robust accuracy of ``model`` on ``(x, y)`` at every ε of ``epsilons`` under a suite.
 
@@ -225,6 +233,9 @@ def evaluate(
             batch; an existing file of the same evaluation (same data, weights and settings)
             is continued, one of a different evaluation raises ``ValueError``.
         progress: optional callback receiving one line per finished batch.
+        sanity: run the checks of :mod:`wideberth.evaluate.sanity` on the first
+            ``sanity_n`` examples (PGD at an unbounded radius, zero input gradients, Square
+            on the points the suite left robust at the largest ε) and add their flags.
 
     Returns:
         :class:`EvalReport`.
@@ -269,7 +280,8 @@ def evaluate(
     breaker = torch.full((n,), -1, dtype=torch.int64)
     violations = 0
     done_batches = 0
-    meta = {"norm": norm, "epsilons": eps_sorted, "suite": [asdict(s) for s in specs],
+    suite_meta = [{**asdict(s), "loss": s.loss if isinstance(s.loss, str) else s.name} for s in specs]
+    meta = {"norm": norm, "epsilons": eps_sorted, "suite": suite_meta,
             "seed": seed, "batch_size": batch_size, "n": n}
     state_path = Path(state_file) if state_file is not None else None
     fingerprint = _fingerprint(model, x, y, meta) if state_path is not None else ""
@@ -343,6 +355,13 @@ def evaluate(
     if violations:
         flags.append(f"{violations} adversarial example(s) left their ε-ball or the [0, 1] box and "
                      "were not counted: an attack is broken")
+    if sanity and n > 0:
+        m = min(sanity_n, n)
+        xs, ys = x[:m].to(device), y[:m].to(device)
+        flags += sanity_checks.unbounded_attack_check(model, xs, ys, norm, seed=seed)
+        flags += sanity_checks.zero_gradient_check(model, xs, ys)
+        flags += sanity_checks.black_box_check(
+            model, xs, ys, norm, eps_sorted[-1], ~success[-1, :m].to(device), seed=seed)
     return EvalReport(
         n=n, norm=norm, suite=suite_name, epsilons=eps_sorted, clean_accuracy=clean_acc,
         robust_accuracy=rob, avg_acc=(clean_acc + sum(rob_values)) / (k + 1),

@@ -1,0 +1,150 @@
+"""Evaluation reports: the papers' tables in Markdown, robust-accuracy curves, loss slices.
+
+* :func:`markdown_table`: one row per model in the MMA paper's format (Table 1, 4–11):
+  clean accuracy, AvgAcc, AvgRobAcc and robust accuracy per ε, in percent;
+* :func:`loss_along_ray`: the loss at ``x + t·δ`` for t = 0, 0.1, …, 1 (MMA Fig. 3's
+  input-space loss slices, specs/mma.md §8.3);
+* :func:`plot_robust_accuracy`, :func:`plot_loss_slices`: PNG figures;
+* :func:`write_report`: a report folder (``report.json``, ``report.md`` and the figures).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..attacks.base import attack_context
+from ..losses import get_loss
+from ..train.checkpoint import atomic_write_text
+from .plots import _pyplot, _save
+
+__all__ = ["markdown_table", "loss_along_ray", "plot_robust_accuracy", "plot_loss_slices", "write_report"]
+
+
+def markdown_table(reports: Mapping[str, Mapping[str, Any]]) -> str:
+    """The MMA paper's table for several models: ``reports`` maps a model name to a report
+    dict (:meth:`EvalReport.to_dict` or ``wideberth evaluate --json``). Every report must
+    cover the same ε grid and norm. Values in percent, two decimals."""
+    if not reports:
+        raise ValueError("no reports to tabulate")
+    first = next(iter(reports.values()))
+    grid = list(first["robust_accuracy"])
+    for name, r in reports.items():
+        if list(r["robust_accuracy"]) != grid or r.get("norm") != first.get("norm"):
+            raise ValueError(f"report {name!r} covers another ε grid or norm than the first; "
+                             "compare models evaluated on the same grid")
+    head = ["Model", "Cln Acc", "AvgAcc", "AvgRobAcc"] + [f"ε={e}" for e in grid]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for name, r in reports.items():
+        cells = [name, r["clean_accuracy"], r["avg_acc"], r["avg_rob_acc"]]
+        cells += [r["robust_accuracy"][e] for e in grid]
+        lines.append("| " + " | ".join([cells[0]] + [f"{100 * float(v):.2f}" for v in cells[1:]]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def loss_along_ray(
+    model: nn.Module, x: Tensor, delta: Tensor, y: Tensor, n: int = 11, loss: str = "lm"
+) -> Tensor:
+    """``loss(model(x + t·δ), y)`` for ``t`` in ``linspace(0, 1, n)``: ``[B, n]``.
+
+    MMA Fig. 3 (specs/mma.md §8.3) plots the logit margin LM along the segment from x to a
+    PGD perturbation that failed. Shapes: x, δ ``[B, ...]`` (x + δ in [0, 1]), y ``[B]``."""
+    if n < 2:
+        raise ValueError(f"n must be >= 2 points along the ray; got {n}")
+    fn = get_loss(loss)
+    ts = torch.linspace(0, 1, n, device=x.device, dtype=x.dtype)
+    out = []
+    with torch.no_grad(), attack_context(model):
+        for t in ts:
+            out.append(fn(model((x + t * delta).clamp(0, 1)), y))
+    return torch.stack(out, 1).cpu()
+
+
+def plot_robust_accuracy(reports: Mapping[str, Mapping[str, Any]], path: str | Path, *,
+                         title: str | None = None) -> Path:
+    """Robust accuracy against ε, one line per report (ε = 0: clean accuracy)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for name, r in reports.items():
+        eps = [0.0] + [float(e) for e in r["robust_accuracy"]]
+        acc = [float(r["clean_accuracy"])] + [float(v) for v in r["robust_accuracy"].values()]
+        ax.plot(eps, [100 * a for a in acc], marker="o", label=name)
+    norm = next(iter(reports.values())).get("norm") or ""
+    ax.set_xlabel(f"ε ({norm})")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "robust accuracy vs ε", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_loss_slices(curves: Tensor, path: str | Path, *, title: str | None = None,
+                     loss: str = "LM") -> Path:
+    """MMA Fig. 3: one line per example, the loss at positions 0, 0.1, …, 1 along x → x + δ."""
+    plt = _pyplot()
+    c = curves.detach().float().cpu()
+    ts = torch.linspace(0, 1, c.shape[1])
+    fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=120)
+    for row in c:
+        ax.plot(ts.numpy(), row.numpy(), color="#3b6ea5", alpha=0.35, lw=1)
+    ax.axhline(0, color="#c0392b", lw=1, ls="--")
+    ax.set_xlabel("position along the perturbation (0 = x, 1 = x + δ)")
+    ax.set_ylabel(loss)
+    ax.set_title(title or f"loss along {c.shape[0]} failed PGD perturbations", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_report(
+    report: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    name: str = "model",
+    margins: Tensor | None = None,
+    loss_curves: Tensor | None = None,
+) -> list[Path]:
+    """A report folder: ``report.json``, ``report.md`` (table, flags, attack attribution,
+    margin statistics when given), ``robust_accuracy.png``, and ``margins.png`` /
+    ``loss_slices.png`` when ``margins`` [N] / ``loss_curves`` [B, n] are given. Every file
+    is written atomically. Returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    md = [f"# Robustness report: {name}", ""]
+    md.append(f"{report.get('n')} examples, norm {report.get('norm')}, suite {report.get('suite')}"
+              + (f" ({', '.join(report['attacks'])})" if report.get("attacks") else ""))
+    md += ["", markdown_table({name: report})]
+    flags: Sequence[str] = report.get("flags") or []
+    md += ["## Sanity flags", ""] + ([f"- {f}" for f in flags] or ["None fired."]) + [""]
+    if report.get("broken_by"):
+        md += ["## Which attack broke each example first", ""]
+        attacks = list(report.get("attacks") or next(iter(report["broken_by"].values())))
+        md.append("| ε | " + " | ".join(attacks) + " |")
+        md.append("|---:|" + "---:|" * len(attacks))
+        for e, counts in report["broken_by"].items():
+            md.append(f"| {e} | " + " | ".join(str(counts.get(a, 0)) for a in attacks) + " |")
+        md.append("")
+    if report.get("margins"):
+        m = report["margins"]
+        md += ["## Margins (minimal-norm estimates; misclassified = 0)", "",
+               f"mean {m['mean']:.4f}, q1 {m['q1']:.4f}, median {m['median']:.4f}, q3 {m['q3']:.4f}"
+               f" over {m['n']} examples", ""]
+    paths.append(out / "report.md")
+    atomic_write_text(paths[-1], "\n".join(md))
+    paths.append(out / "report.json")
+    atomic_write_text(paths[-1], json.dumps(dict(report), indent=2) + "\n")
+    paths.append(plot_robust_accuracy({name: report}, out / "robust_accuracy.png"))
+    if margins is not None:
+        from .plots import margin_histogram
+
+        paths.append(margin_histogram(margins, out / "margins.png", norm=str(report.get("norm"))))
+    if loss_curves is not None and loss_curves.shape[0] > 0:
+        paths.append(plot_loss_slices(loss_curves, out / "loss_slices.png"))
+    return paths
