@@ -186,3 +186,55 @@ def test_bad_input_errors(kw, msg):
         wb.evaluate(model, x, y, norm="linf", **kw)
     with pytest.raises(ValueError):
         wb.evaluate(model, x * 2, y, norm="linf", epsilons=[0.1])  # outside [0, 1]
+
+
+class CountingRows(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.rows = inner, 0
+
+    def forward(self, x):
+        self.rows += x.shape[0]
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("norm,epsilons", [("l2", [0.01, 0.02, 0.03, 0.045, 0.06])])
+def test_reuse_both_matches_the_closed_form_with_less_work(norm, epsilons):
+    torch.manual_seed(0)
+    model = Linear(16)
+    x = data()
+    y = model(x).argmax(1)
+    margins = linear_margins(model, x, y, norm)
+    kw = dict(norm=norm, epsilons=epsilons, suite="quick", sanity=False)
+    up_model, both_model = CountingRows(model), CountingRows(model)
+    up = wb.evaluate(up_model, x, y, reuse="up", **kw)
+    both = wb.evaluate(both_model, x, y, reuse="both", **kw)
+    assert bool((both.success[:-1] <= both.success[1:]).all())
+    for e in epsilons:
+        expected = float((margins > e).double().mean())
+        assert both.robust_accuracy[f"{e:g}"] == pytest.approx(expected, abs=0.02), e
+    assert both.clean_accuracy == up.clean_accuracy
+    assert both_model.rows < 0.6 * up_model.rows
+    with pytest.raises(ValueError, match="reuse"):
+        wb.evaluate(model, x, y, reuse="down", **kw)
+
+
+def test_min_perturbation_distance_on_a_linear_model():
+    from wideberth.evaluate.margins import min_perturbation_distance
+
+    torch.manual_seed(0)
+    model = Linear(16)
+    x = data(60)
+    y = model(x).argmax(1)
+    y[:6] = (y[:6] + 1) % 3  # misclassified: distance 0
+    exact = linear_margins(model, x, y, "l2")
+    out = min_perturbation_distance(model, x, y, norm="l2", methods=("fmn", "anpgd"),
+                                    radii=[0.02, 0.05])
+    d = out["distance"]
+    assert bool((d[:6] == 0).all()) and out["failures"] == 0
+    ok = exact > 0
+    torch.testing.assert_close(d[ok], exact[ok], rtol=0.01, atol=1e-4)  # within 1 %
+    assert bool((d[ok] >= exact[ok] * (1 - 1e-3)).all())  # attack distances bound from above
+    assert out["stats"]["mean"] == pytest.approx(float(d.mean()))
+    assert out["accuracy_at_radius"]["0.05"] == pytest.approx(float((d > 0.05).double().mean()))
+    assert set(out["method"][6:]) <= {"fmn", "anpgd"}

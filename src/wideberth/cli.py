@@ -112,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rep = evaluate(
             model, x, y, norm=args.norm, epsilons=args.eps, suite=args.suite,
             restarts=args.restarts, batch_size=args.batch_size, seed=args.seed,
-            state_file=args.state, progress=None if args.quiet else lambda line: print(line, flush=True),
+            state_file=args.state, reuse=args.reuse, progress=None if args.quiet else lambda line: print(line, flush=True),
         )
         report.update(rep.to_dict())
         print(f"suite {rep.suite} ({', '.join(rep.attacks)}), norm {rep.norm}")
@@ -444,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
     p.add_argument("--state", help="resumable state file (JSON): progress is saved after "
                                    "every batch and an interrupted evaluation continues")
+    p.add_argument("--reuse", default="up", choices=["up", "both"],
+                   help="sharing across the ε grid: 'up' (default; never more robust than "
+                        "independent per-ε runs) or 'both' (also infers robustness downward: "
+                        "about 5x faster on a robust model's curve; see wb.evaluate)")
     p.add_argument("--quiet", action="store_true", help="no per-batch progress lines")
     p.add_argument("--report", help="write a report folder (report.json, report.md, "
                                     "robust_accuracy.png, margins.png, loss_slices.png)")

@@ -136,6 +136,12 @@ def write_report(
         md += ["## Margins (minimal-norm estimates; misclassified = 0)", "",
                f"mean {m['mean']:.4f}, q1 {m['q1']:.4f}, median {m['median']:.4f}, q3 {m['q3']:.4f}"
                f" over {m['n']} examples", ""]
+        below = m.get("fraction_below") or {}
+        if below:
+            md += ["Robust accuracy the margins imply, an optimistic upper bound (attack "
+                   "distances bound margins from above): "
+                   + ", ".join(f"ε={float(e):g}: {100 * (1 - float(f)):.2f}%" for e, f in below.items()),
+                   ""]
     paths.append(out / "report.md")
     atomic_write_text(paths[-1], "\n".join(md))
     paths.append(out / "report.json")

@@ -130,9 +130,11 @@ def _run_spec(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, norm: st
     if spec.attack == "pgd":
         loss_kwargs = {"form": "advertorch"} if spec.loss == "cw" else None
         step = None if spec.step is None else spec.step * eps
+        # early stop changes nothing for the rows still attacked (every computation is per
+        # example) and only saves the work on broken ones; last iterates need the full run
         return pgd(model, x, y, norm=norm, eps=eps, steps=spec.steps, step_size=step, loss=spec.loss,
                    loss_kwargs=loss_kwargs, restarts=spec.restarts, init=spec.init, seed=seed,
-                   return_best=return_best, check=False)
+                   return_best=return_best, early_stop=return_best, check=False)
     if spec.attack == "apgd-ce":
         return apgd_ce(model, x, y, norm=norm, eps=eps, steps=spec.steps, restarts=spec.restarts,
                        seed=seed, check=False)
@@ -196,6 +198,76 @@ def _fingerprint(model: nn.Module, x: Tensor, y: Tensor, meta: dict[str, Any]) -
     return h.hexdigest()
 
 
+def _attack_batch(
+    model: nn.Module,
+    xb: Tensor,
+    yb: Tensor,
+    correct: Tensor,
+    specs: Sequence[AttackSpec],
+    norm: str,
+    eps_sorted: Sequence[float],
+    seed: int,
+    reuse: str,
+) -> tuple[Tensor, Tensor, int]:
+    """One batch over the grid: (first broken ε index [B] on the CPU: k = never, −1 = clean
+    error; index of the attack that broke it [B] (−1: none); infeasible examples seen)."""
+    threat = get_threat(norm)
+    k = len(eps_sorted)
+    fb = torch.where(correct.cpu(), k, -1)
+    bb = torch.full_like(fb, -1)
+    violations = 0
+    adv_norm = torch.full((xb.shape[0],), math.inf, device=xb.device, dtype=xb.dtype)
+
+    def attack(rows: Tensor, i: int) -> Tensor:
+        """Run the suite at ε_i on ``rows`` (each attack on the rows still unbroken);
+        returns the rows it broke."""
+        nonlocal violations
+        eps = eps_sorted[i]
+        todo, broke = rows, []
+        for a, spec in enumerate(specs):
+            if todo.numel() == 0:
+                break
+            x_adv = _run_spec(spec, model, xb[todo], yb[todo], norm, eps, seed + 7919 * a)
+            with torch.no_grad():
+                wrong = model(x_adv).argmax(1) != yb[todo]
+            d = threat.norm(x_adv - xb[todo])
+            feasible = (d <= eps * (1 + FEASIBILITY_RTOL)) & (x_adv >= 0).flatten(1).all(1) & (
+                x_adv <= 1).flatten(1).all(1)
+            violations += int((wrong & ~feasible).sum())
+            ok = wrong & feasible
+            hit = todo[ok]
+            fb[hit.cpu()] = i
+            bb[hit.cpu()] = a
+            adv_norm[hit] = d[ok]
+            broke.append(hit)
+            todo = todo[~ok]
+        return torch.cat(broke) if broke else rows[:0]
+
+    if reuse == "up":  # increasing ε: only points robust so far are attacked
+        robust = correct.clone()
+        for i in range(k):
+            rows = robust.nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            robust[attack(rows, i)] = False
+        return fb, bb, violations
+    # "both", decreasing ε: only points broken at every larger ε are attacked again; an
+    # adversarial example found at a larger ε whose norm is within ε_i breaks it at ε_i
+    # too (reused); a point robust at ε_i is taken as robust at every smaller ε
+    active = correct.clone()
+    for i in reversed(range(k)):
+        reused = active & (adv_norm <= eps_sorted[i] * (1 + FEASIBILITY_RTOL))
+        fb[reused.cpu()] = i
+        rows = (active & ~reused).nonzero().squeeze(1)
+        still = torch.zeros_like(active)
+        if rows.numel():
+            still[attack(rows, i)] = True
+        active = reused | still
+        if not bool(active.any()):
+            break
+    return fb, bb, violations
+
+
 def evaluate(
     model: nn.Module,
     x: Tensor,
@@ -211,6 +283,7 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
     sanity: bool = True,
     sanity_n: int = 100,
+    reuse: str = "up",
 ) -> EvalReport:
     """Robust accuracy of ``model`` on ``(x, y)`` at every ε of ``epsilons`` under a suite.
 
@@ -233,6 +306,16 @@ def evaluate(
             batch; an existing file of the same evaluation (same data, weights and settings)
             is continued, one of a different evaluation raises ``ValueError``.
         progress: optional callback receiving one line per finished batch.
+        reuse: how results are shared across the grid. ``"up"`` (default): ε's in
+            increasing order, a point broken at ε counts as broken at every larger ε and
+            only the points still robust are attacked: never more robust than independent
+            per-ε runs with the same seed. ``"both"``: ε's in decreasing order, only the
+            points broken at every larger ε are attacked again, an adversarial example
+            whose norm is within a smaller ε is reused there, and a point robust at ε is
+            taken as robust at every smaller ε (true robustness is monotone; an attack's
+            success need not be, so this can report a point robust at a small ε that an
+            independent run there would break): about one full attack per robust point
+            instead of one per ε.
         sanity: run the checks of :mod:`wideberth.evaluate.sanity` on the first
             ``sanity_n`` examples (PGD at an unbounded radius, zero input gradients, Square
             on the points the suite left robust at the largest ε) and add their flags.
@@ -252,6 +335,8 @@ def evaluate(
         raise ValueError(f"x must be images of shape [N, C, H, W]; got shape {list(x.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if reuse not in ("up", "both"):
+        raise ValueError(f"reuse must be 'up' or 'both'; got {reuse!r}")
     if isinstance(suite, str):
         specs = suite_attacks(suite, norm, tuple(x.shape[1:]), restarts)
         suite_name = suite
@@ -282,7 +367,7 @@ def evaluate(
     done_batches = 0
     suite_meta = [{**asdict(s), "loss": s.loss if isinstance(s.loss, str) else s.name} for s in specs]
     meta = {"norm": norm, "epsilons": eps_sorted, "suite": suite_meta,
-            "seed": seed, "batch_size": batch_size, "n": n}
+            "seed": seed, "batch_size": batch_size, "n": n, "reuse": reuse}
     state_path = Path(state_file) if state_file is not None else None
     fingerprint = _fingerprint(model, x, y, meta) if state_path is not None else ""
     if state_path is not None and state_path.exists():
@@ -298,7 +383,6 @@ def evaluate(
         violations = int(saved["violations"])
         flags = list(saved["flags"])
 
-    threat = get_threat(norm)
     starts = list(range(0, n, batch_size))
     with attack_context(model):
         for b, start in enumerate(starts):
@@ -312,27 +396,9 @@ def evaluate(
                 warn_if_probabilities(logits)
                 if looks_like_probabilities(logits):
                     flags.append("the model's outputs look like probabilities, not logits")
-            robust = logits.argmax(1) == yb
-            fb = torch.where(robust.cpu(), k, -1)
-            bb = torch.full_like(fb, -1)
-            for i, eps in enumerate(eps_sorted):
-                for a, spec in enumerate(specs):
-                    rows = robust.nonzero().squeeze(1)
-                    if rows.numel() == 0:
-                        break
-                    x_adv = _run_spec(spec, model, xb[rows], yb[rows], norm, eps, seed + 7919 * a)
-                    with torch.no_grad():
-                        wrong = model(x_adv).argmax(1) != yb[rows]
-                    d = threat.norm(x_adv - xb[rows])
-                    feasible = (d <= eps * (1 + FEASIBILITY_RTOL)) & (x_adv >= 0).flatten(1).all(1) & (
-                        x_adv <= 1).flatten(1).all(1)
-                    bad = int((wrong & ~feasible).sum())
-                    if bad:
-                        violations += bad
-                    hit = rows[wrong & feasible]
-                    robust[hit] = False
-                    fb[hit.cpu()] = i
-                    bb[hit.cpu()] = a
+            fb, bb, bad = _attack_batch(model, xb, yb, logits.argmax(1) == yb, specs, norm,
+                                        eps_sorted, seed, reuse)
+            violations += bad
             first_broken[start : start + batch_size] = fb
             breaker[start : start + batch_size] = bb
             if state_path is not None:
@@ -355,6 +421,7 @@ def evaluate(
     if violations:
         flags.append(f"{violations} adversarial example(s) left their ε-ball or the [0, 1] box and "
                      "were not counted: an attack is broken")
+    flags += sanity_checks.monotonicity_check(rob)
     if sanity and n > 0:
         m = min(sanity_n, n)
         xs, ys = x[:m].to(device), y[:m].to(device)
