@@ -24,7 +24,7 @@ def run(*args, cwd=None, check=True):
     return proc
 
 
-@pytest.mark.parametrize("command", ["train", "resume", "evaluate", "compare", "recipes", "info", "attack", "margins"])
+@pytest.mark.parametrize("command", ["train", "resume", "evaluate", "compare", "minmax", "recipes", "info", "attack", "margins"])
 def test_every_command_has_help(command):
     out = run(command, "--help").stdout
     assert out.startswith("usage: wideberth " + command)
@@ -77,6 +77,16 @@ def test_train_evaluate_info_end_to_end(tmp_path):
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     assert len(rows) == 3 and rows[1].split("|")[2:] == rows[2].split("|")[2:]  # same model
     assert (tmp_path / "cmp.png").stat().st_size > 0
+    out = run("minmax", "ensemble", str(tmp_path / "r"), str(tmp_path / "r"), "--eps", "0.1",
+              "--n", "20", "--steps", "5", "--methods", "minmax", "avg",
+              "--out", str(tmp_path / "mm")).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.split() and line.split()[0] in ("minmax", "avg")}
+    assert set(rows) == {"minmax", "avg"}
+    for vals in rows.values():  # the same model twice: ASR_all equals each model's ASR
+        assert vals[0] == vals[1] == vals[2]
+    weights = json.loads((tmp_path / "mm" / "weights.json").read_text())
+    assert len(weights["weights"]) == 20 and (tmp_path / "mm" / "weights.png").exists()
     info = json.loads(run("info", str(tmp_path / "r"), "--json").stdout)
     assert info["position"]["epoch"] == 3 and info["data"]["name"] == "digits"
     assert "progress:    epoch 3" in run("info", str(tmp_path / "r")).stdout

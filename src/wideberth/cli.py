@@ -365,6 +365,65 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_models_and_examples(args: argparse.Namespace) -> tuple[list[Any], list[str], Any, Any]:
+    """Every run of ``args.runs`` as a model, their names, and the first ``args.n`` test
+    examples of the first run's dataset (all runs must share its input shape)."""
+    from .runs import load_run_config
+
+    models, names = [], []
+    datasets = {load_run_config(r).data.name for r in args.runs}
+    if len(datasets) > 1:
+        raise ValueError(f"the runs were trained on different datasets ({', '.join(sorted(datasets))}); "
+                         "give runs of one dataset")
+    x = y = None
+    for r in args.runs:
+        model, xr, yr, _ = _load_for_attack(argparse.Namespace(**{**vars(args), "run": r, "split": "test"}))
+        models.append(model)
+        names.append(Path(r).name)
+        if x is None:
+            x, y = xr, yr
+    return models, names, x, y
+
+
+def cmd_minmax(args: argparse.Namespace) -> int:
+    """The min-max framework's attacks (Wang et al.; specs/minmax.md): APGDA with learned
+    domain weights against its baselines, side by side. `ensemble`: one perturbation per
+    image against K models (§2a): ASR_all (fooled by every model) and per-model ASR."""
+    from .evaluate.clean import model_device
+    from .minmax import ensemble_attack, ensemble_metrics
+    from .minmax.diagnostics import plot_weight_trajectory, save_weights, summarize_weights
+
+    models, names, x, y = _load_models_and_examples(args)
+    device = model_device(models[0])
+    x, y = x.to(device), y.to(device)
+    print(f"{args.kind}: {len(models)} models ({', '.join(names)}), {x.shape[0]} examples, "
+          f"{args.norm} eps {args.eps:g}, {args.steps} steps")
+    header = f"{'method':10s} {'ASR_all':>8s} " + " ".join(f"{n[:12]:>12s}" for n in names)
+    print(header)
+    print("-" * len(header))
+    results = {}
+    for method in args.methods:
+        res = ensemble_attack(models, x, y, norm=args.norm, eps=args.eps, steps=args.steps,
+                              method=method, seed=args.seed)
+        met = ensemble_metrics(models, res.x_adv, y)
+        results[method] = (res, met)
+        print(f"{method:10s} {met.asr_all:8.3f} "
+              + " ".join(f"{float(a):12.3f}" for a in met.per_model_asr))
+    if "minmax" in results and results["minmax"][0].w is not None:
+        res = results["minmax"][0]
+        summary = summarize_weights(res.w, names)
+        print(f"hardest model by mean weight: {summary['hardest']} "
+              f"({', '.join(f'{k} {v:.2f}' for k, v in summary['mean'].items())})")
+        if args.out:
+            out = Path(args.out)
+            extra = {"norm": args.norm, "eps": args.eps, "steps": args.steps,
+                     "asr_all": {m: r[1].asr_all for m, r in results.items()}}
+            print(f"wrote {save_weights(res.w, out / 'weights.json', names, extra)}")
+            if res.w_trajectory is not None:
+                print(f"wrote {plot_weight_trajectory(res.w_trajectory, out / 'weights.png', names)}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe a run: data, model, method, progress, best epoch, test result."""
     from .runs import run_info
@@ -509,6 +568,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", help="also write the table to this file")
     p.add_argument("--plot", help="robust accuracy vs ε of every model, as a PNG")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("minmax", help="min-max attacks (APGDA) against their baselines",
+                       description=cmd_minmax.__doc__)
+    p.add_argument("kind", choices=["ensemble"], help="application of the framework")
+    p.add_argument("runs", nargs="+", help="run folders or checkpoints (the models)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
+    p.add_argument("--eps", type=float, required=True)
+    p.add_argument("--steps", type=int, default=50, help="APGDA iterations (default 50)")
+    p.add_argument("--n", type=int, default=500, help="first N test examples (default 500)")
+    p.add_argument("--methods", nargs="+", default=["minmax", "avg", "avg_logit", "avg_prob", "clip"],
+                   help="APGDA (minmax) and baselines to run")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--out", help="folder for weights.json and weights.png")
+    p.set_defaults(func=cmd_minmax)
 
     p = sub.add_parser("info", help="describe a run", description=cmd_info.__doc__)
     p.add_argument("run", help="run folder or .safetensors checkpoint")
