@@ -8,6 +8,7 @@ name                      method (module)
 ``trades``                TRADES, Zhang et al. 2019 (``trades``)
 ``mma``, ``omma``         MMA / OMMA training, Ding et al. 2020 (``mma``)
 ``avg-margin``, ``lcr``   Wu & Yu's average-margin regulariser; its LCR baseline (``avg_margin``)
+``minmax-at``             multi-perturbation AT, Wang et al. min-max §2d: minmax/avg/max (``minmax_at``)
 ========================  ============================================================
 
 ``build_method(cfg.method)`` turns a :class:`~wideberth.config.MethodConfig` into a
@@ -19,6 +20,7 @@ from __future__ import annotations
 from ..config import ConfigError, MethodConfig
 from .avg_margin import LCR, AverageMargin
 from .base import Batch, Method, MethodParams, StepContext
+from .minmax_at import MinMaxAT
 from .mma import MMA, OMMA
 from .pgd_at import PGDAT, PGDLS
 from .standard import Standard
@@ -46,7 +48,7 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Standard, PGDAT, PGDLS, TRADES, MMA, OMMA, AverageMargin, LCR):
+for _cls in (Standard, PGDAT, PGDLS, TRADES, MMA, OMMA, AverageMargin, LCR, MinMaxAT):
     register_method(_cls)
 
 

@@ -4,7 +4,8 @@ min-max optimization*; specs/minmax.md).
 Core: :func:`apgda` (Algorithm 1, alternating projected descent on δ over an ℓ∞/ℓ2/ℓ1 ball ∩
 box and projected ascent on per-row domain weights w on the simplex) with the average-loss
 and fixed-weight baselines, the exact simplex projection, and the robust ensemble attack
-over K models (§2a) with its baselines and metrics.
+over K models (§2a) with its baselines and metrics, the universal perturbation over a group
+of K inputs (§2b) and the robust attack over K data transformations (§2c, EOT baseline).
 """
 
 from .apgda import (
@@ -31,7 +32,29 @@ from .ensemble import (
     ensemble_metrics,
     lift,
 )
+from .metrics import MultiNormMetrics, multi_norm_metrics, worst_case_auc
 from .simplex import on_simplex, project_simplex, project_simplex_bisection
+from .transforms_attack import (
+    TRANSFORM_HPARAMS,
+    TRANSFORM_METHODS,
+    TransformAttackResult,
+    TransformMetrics,
+    bind_generator,
+    resolve_transforms,
+    transform_attack,
+    transform_domain_losses,
+    transform_metrics,
+)
+from .universal import (
+    UNIVERSAL_HPARAMS,
+    UNIVERSAL_METHODS,
+    UniversalMetrics,
+    UniversalResult,
+    group_box,
+    universal_attack,
+    universal_domain_losses,
+    universal_metrics,
+)
 
 __all__ = [
     "APGDAResult",
@@ -42,19 +65,39 @@ __all__ = [
     "EnsembleResult",
     "INITS",
     "MinMaxEnsembleAttack",
+    "MultiNormMetrics",
+    "TRANSFORM_HPARAMS",
+    "TRANSFORM_METHODS",
+    "TransformAttackResult",
+    "TransformMetrics",
+    "UNIVERSAL_HPARAMS",
+    "UNIVERSAL_METHODS",
+    "UniversalMetrics",
+    "UniversalResult",
     "W_PRIOR_MNIST",
     "W_STATIC_MNIST",
     "apgda",
     "apgda_average",
     "apgda_fixed",
     "attack_loss",
+    "bind_generator",
     "ensemble_attack",
     "ensemble_domain_losses",
     "ensemble_metrics",
+    "group_box",
     "lift",
+    "multi_norm_metrics",
     "on_simplex",
     "project_simplex",
     "project_simplex_bisection",
+    "resolve_transforms",
+    "transform_attack",
+    "transform_domain_losses",
+    "transform_metrics",
     "uniform_weights",
+    "universal_attack",
+    "universal_domain_losses",
+    "universal_metrics",
     "weight_step",
+    "worst_case_auc",
 ]

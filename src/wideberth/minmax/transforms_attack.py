@@ -1,0 +1,366 @@
+"""Robust attack over data transformations (Wang et al., min-max framework, eq. (7), §2c).
+
+One perturbation δ per image that should fool the model under **every** transformation
+family ``p_j`` (the EOT generalisation):
+
+    min_{δ ∈ X} max_{w ∈ P} Σ_j w_j E_{t ~ p_j}[ f(t(x + δ); y, M) ] − (γ/2)‖w − 1/K‖²,
+
+solved by :func:`wideberth.minmax.apgda.apgda` with one row per image and **one domain per
+transformation** (F_j = attack loss of ``model(T_j(x + δ))``). ``f`` is the minimised C&W
+loss ``relu(Z_y − max_{j≠y} Z_j + κ)`` (κ = 50) or ``−CE``
+(:func:`wideberth.minmax.ensemble.attack_loss`). The identity ("ori") is one of the domains
+of the paper's sets (:func:`wideberth.transforms.paper_transforms`).
+
+Methods: ``"minmax"`` (learned per-image weights, APGDA) and ``"avg"`` (w ≡ 1/K: **EOT**,
+Athalye et al., the paper's baseline); same α, T, init, step rule and projection.
+
+Stochastic transformations (Table A5): a random transform draws afresh on every call, so
+the expectation ``E_{t ~ p_j}`` is estimated at every APGDA iteration by the mean loss over
+``n_samples`` fresh draws (default 1; the number is not in the paper, spec §2c/§9 [I]);
+draws are per example by default (``per_example`` of the transforms). The δ-gradient of
+iteration t+1 and the w-step of iteration t share the same draws (APGDA's one-forward-per-
+iteration schedule). Reproducibility: random transforms given by name (``"tableA5"``) use
+the attack's generator; random transform objects without a generator of their own are
+re-bound to it too (see :func:`bind_generator`).
+
+Metrics (:func:`transform_metrics`): per-transform accuracy / ASR on ``T_j(x_adv)``, ASR_avg
+(1 − the mean accuracy over transforms and images) and ASR_gp (fraction of images
+misclassified under **all** K transformations). Lift is on ASR_gp.
+
+Shapes: ``x`` ``[B, C, H, W]`` in [0, 1], ``y`` ``[B]`` int64, δ ``[B, C, H, W]``,
+weights ``[B, K]``. The model runs in eval mode with frozen parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..attacks.base import ModelLike, attack_context, prepare
+from ..threat import ThreatModel, normalize_norm
+from ..transforms import Transform, paper_transforms, parse_transform
+from .apgda import APGDAResult, apgda
+from .ensemble import attack_loss
+
+__all__ = [
+    "TRANSFORM_HPARAMS",
+    "TRANSFORM_METHODS",
+    "TransformAttackResult",
+    "TransformMetrics",
+    "bind_generator",
+    "resolve_transforms",
+    "transform_attack",
+    "transform_domain_losses",
+    "transform_metrics",
+]
+
+TRANSFORM_METHODS: tuple[str, ...] = ("minmax", "avg")
+
+#: (α, β, γ) per norm for raw-gradient steps. ℓ∞: Table 3's reading α = 1/2, β ≈ 1/50,
+#: γ = 10 (spec §5.4). ℓ2/ℓ1 (not in the paper, [I]): the ensemble readings' α, β with γ = 10.
+TRANSFORM_HPARAMS: dict[str, tuple[float, float, float]] = {
+    "linf": (1 / 2, 1 / 50, 10.0),
+    "l2": (1 / 10, 1 / 100, 10.0),
+    "l1": (1 / 4, 1 / 100, 10.0),
+}
+
+TransformLike = Transform | Callable[[Tensor], Tensor]
+
+
+def _is_random(t: object) -> bool:
+    return bool(getattr(t, "random", False))
+
+
+def bind_generator(t: TransformLike, generator: torch.Generator | None) -> TransformLike:
+    """A copy of transform ``t`` whose random members without a generator of their own draw
+    from ``generator`` (recursing into Compose / RandomApply / RandomChoice). Transforms that
+    already have a generator, deterministic ones and plain callables are returned as is.
+    (Wang et al., min-max framework §2c, Table A5: makes the stochastic attack reproducible.)
+    """
+    if generator is None or not isinstance(t, Transform) or not dataclasses.is_dataclass(t):
+        return t
+    changes: dict[str, object] = {}
+    for f in dataclasses.fields(t):
+        if not f.init:
+            continue
+        v = getattr(t, f.name)
+        if f.name == "generator" and v is None:
+            changes[f.name] = generator
+        elif isinstance(v, Transform):
+            nv = bind_generator(v, generator)
+            if nv is not v:
+                changes[f.name] = nv
+        elif isinstance(v, tuple) and v and all(isinstance(e, Transform) for e in v):
+            nt = tuple(bind_generator(e, generator) for e in v)
+            if any(a is not b for a, b in zip(nt, v, strict=True)):
+                changes[f.name] = nt
+    return dataclasses.replace(t, **changes) if changes else t  # type: ignore[type-var]
+
+
+def resolve_transforms(
+    transforms: str | Sequence[TransformLike | str],
+    generator: torch.Generator | None = None,
+) -> list[TransformLike]:
+    """The K transformation domains (Wang et al., min-max framework §2c).
+
+    Args:
+        transforms: a paper setting name (``"table3"``/``"deterministic"``,
+            ``"tableA5"``/``"stochastic"``, ``"tableA6"``/``"rotation"``, see
+            :func:`wideberth.transforms.paper_transforms`), or a non-empty list of
+            :class:`~wideberth.transforms.Transform` objects, transform names
+            (:func:`~wideberth.transforms.parse_transform`) or callables ``[B, C, H, W] ->
+            [B, C, H, W]``.
+        generator: bound to random transforms that have none (:func:`bind_generator`).
+
+    Returns:
+        list of K transforms.
+    """
+    if isinstance(transforms, str):
+        ts: list[TransformLike] = list(paper_transforms(transforms))
+    else:
+        if isinstance(transforms, Transform) or not isinstance(transforms, Sequence):
+            raise ValueError("transforms must be a paper setting name or a list of transforms")
+        ts = []
+        for t in transforms:
+            if isinstance(t, str):
+                ts.append(parse_transform(t))
+            elif callable(t):
+                ts.append(t)
+            else:
+                raise ValueError(f"every transform must be a Transform, a name or a callable; got {t!r}")
+    if not ts:
+        raise ValueError("transforms must contain at least one transform")
+    return [bind_generator(t, generator) for t in ts]
+
+
+def transform_domain_losses(
+    model: ModelLike,
+    x: Tensor,
+    y: Tensor,
+    transforms: Sequence[TransformLike],
+    *,
+    loss: str = "cw",
+    kappa: float = 50.0,
+    n_samples: int = 1,
+) -> Callable[[Tensor], Tensor]:
+    """``δ ↦ F(δ)`` for :func:`apgda` (Wang et al., min-max framework, eq. (7)).
+
+    Args:
+        model: maps ``[B, C, H, W]`` to logits ``[B, classes]`` (caller: eval mode).
+        x: clean images ``[B, C, H, W]``. y: labels ``[B]``.
+        transforms: K transforms (differentiable maps of ``[B, C, H, W]``).
+        loss, kappa: see :func:`wideberth.minmax.ensemble.attack_loss`.
+        n_samples: fresh draws averaged per random transform per call (deterministic
+            transforms are evaluated once).
+
+    Returns:
+        a callable ``delta [B, C, H, W] -> [B, K]``, ``F[b, j] = f(model(T_j(clamp(x + δ,
+        0, 1))))`` (the clamp is the identity for feasible δ); row b depends only on δ[b]
+        when the transforms act per example.
+    """
+
+    def fn(delta: Tensor) -> Tensor:
+        xa = (x + delta).clamp(0, 1)
+        cols = []
+        for t in transforms:
+            n = n_samples if _is_random(t) else 1
+            f = attack_loss(model(t(xa)), y, loss, kappa)
+            for _ in range(n - 1):
+                f = f + attack_loss(model(t(xa)), y, loss, kappa)
+            cols.append(f / n)
+        return torch.stack(cols, 1)
+
+    return fn
+
+
+@dataclass
+class TransformAttackResult:
+    """Output of :func:`transform_attack` (Wang et al., min-max framework, §2c).
+
+    Attributes:
+        x_adv: ``[B, C, H, W]``, the last iterate ``x + δ(T)`` (in [0, 1], within ε).
+        delta: ``[B, C, H, W]``, δ(T).
+        w: final weights ``[B, K]`` (uniform for ``"avg"``/EOT).
+        w_trajectory: ``[T + 1, B, K]``.
+        loss_trajectory: per-transform losses ``[T + 1, B, K]``.
+        delta_trajectory: ``[T + 1, B, C, H, W]`` if ``record_delta``, else None.
+        transforms: the K transforms used (``labels`` gives their column names).
+        method: ``"minmax"`` or ``"avg"``.
+        core: the raw :class:`APGDAResult`.
+    """
+
+    x_adv: Tensor
+    delta: Tensor
+    w: Tensor
+    w_trajectory: Tensor
+    loss_trajectory: Tensor
+    delta_trajectory: Tensor | None
+    transforms: list[TransformLike]
+    method: str
+    core: APGDAResult
+
+    @property
+    def labels(self) -> list[str]:
+        """Column names of the domains (the paper's "ori", "flh", …, or ``repr``)."""
+        return [getattr(t, "label", "") or repr(t) for t in self.transforms]
+
+
+def _check_count(name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+    return v
+
+
+def transform_attack(
+    model: ModelLike,
+    x: Tensor,
+    y: Tensor,
+    transforms: str | Sequence[TransformLike | str] = "table3",
+    *,
+    norm: str | float | ThreatModel = "linf",
+    eps: float | Tensor,
+    steps: int = 20,
+    method: str = "minmax",
+    alpha: float | Tensor | None = None,
+    beta: float | None = None,
+    gamma: float | None = None,
+    delta_mode: str = "raw",
+    n_samples: int = 1,
+    loss: str = "cw",
+    kappa: float = 50.0,
+    init: str = "zero",
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    record_delta: bool = False,
+    check: bool = True,
+) -> TransformAttackResult:
+    """Adversarial attack robust over K data transformations by min-max optimisation (Wang
+    et al., *Adversarial attack generation empowered by min-max optimization*, eq. (7));
+    ``method="avg"`` is EOT. Norms ℓ∞ (the paper: ε = 0.03, 20 steps), ℓ2, ℓ1.
+
+    Args:
+        model: ``nn.Module`` (or callable) mapping ``[B, C, H, W]`` to logits; run under
+            :func:`~wideberth.attacks.base.attack_context` (eval mode, frozen).
+        x: clean images ``[B, C, H, W]`` in [0, 1]. y: true labels ``[B]``.
+        transforms: a paper setting name or a list of transforms (:func:`resolve_transforms`).
+        eps: radius (float or ``[B]``). steps: T (20 in the paper).
+        method: ``"minmax"`` (APGDA) or ``"avg"`` (EOT, w ≡ 1/K).
+        alpha, beta, gamma: ``None`` takes :data:`TRANSFORM_HPARAMS` for the norm.
+        delta_mode: ``"raw"`` (paper), ``"sign"`` or ``"normalized"``.
+        n_samples: Monte-Carlo draws per random transform per iteration (default 1).
+        loss, kappa: ``"cw"`` (κ = 50) or ``"ce"``.
+        init: δ(0) (``"zero"`` default; the authors' code uses ``"normal0.1_raw"``).
+        seed, generator: randomness of the start **and** of random transforms without a
+            generator of their own; with ``generator=None`` a generator seeded with
+            ``seed`` is made (so runs are reproducible by default).
+        record_delta: also keep δ(0..T).
+        check: validate x, y, ε against the model first.
+
+    Returns:
+        :class:`TransformAttackResult`: ``x_adv``/δ ``[B, C, H, W]``, weights ``[B, K]``,
+        trajectories ``[T + 1, B, K]``.
+
+    Raises:
+        ValueError: bad shapes, transforms, method, loss, n_samples, or :func:`apgda`'s checks.
+    """
+    if not callable(model):
+        raise ValueError(f"model must be callable; got {type(model).__name__}")
+    if method not in TRANSFORM_METHODS:
+        raise ValueError(f"method must be one of {', '.join(TRANSFORM_METHODS)}; got {method!r}")
+    if loss not in ("cw", "ce"):
+        raise ValueError(f"loss must be 'cw' or 'ce'; got {loss!r}")
+    n_samples = _check_count("n_samples", n_samples)
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a [B, C, H, W] tensor; got {shape}")
+    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must be a [B] = [{x.shape[0]}] label tensor")
+    name = normalize_norm(norm)
+    if check:
+        prepare(model, x, y, eps, norm)
+    gen = generator
+    if gen is None:
+        gen = torch.Generator(device=x.device)
+        gen.manual_seed(int(seed))
+    ts = resolve_transforms(transforms, gen)
+    a0, b0, g0 = TRANSFORM_HPARAMS[name]
+    alpha = a0 if alpha is None else alpha
+    beta = b0 if beta is None else beta
+    gamma = g0 if gamma is None else gamma
+    x = x.detach()
+    y = y.to(x.device)
+
+    with attack_context(model):
+        fn = transform_domain_losses(model, x, y, ts, loss=loss, kappa=kappa, n_samples=n_samples)
+        res = apgda(
+            fn, x, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta, gamma=gamma,
+            delta_mode=delta_mode, update_w=method == "minmax", init=init, generator=gen,
+            record_delta=record_delta,
+        )
+    return TransformAttackResult(
+        x_adv=(x + res.delta).clamp(0, 1).detach(),
+        delta=res.delta,
+        w=res.w,
+        w_trajectory=res.w_trajectory,
+        loss_trajectory=res.loss_trajectory,
+        delta_trajectory=res.delta_trajectory,
+        transforms=ts,
+        method=method,
+        core=res,
+    )
+
+
+@dataclass
+class TransformMetrics:
+    """Transformation-attack metrics (Wang et al., min-max framework, §2c, Tables 3/A5/A6),
+    w.r.t. true labels (clean errors count as successes).
+
+    Attributes:
+        fooled: ``[B, K]`` bool, image b misclassified under transform j.
+        per_transform_acc: ``[K]``, Acc_t (the tables' ori … crop columns, as fractions).
+        per_transform_asr: ``[K]``, 1 − Acc_t.
+        asr_avg: 1 − mean accuracy over transforms and images.
+        asr_gp: fraction of images misclassified under **all** K transforms.
+    """
+
+    fooled: Tensor
+    per_transform_acc: Tensor
+    per_transform_asr: Tensor
+    asr_avg: float
+    asr_gp: float
+
+
+def transform_metrics(
+    model: ModelLike,
+    x_adv: Tensor,
+    y: Tensor,
+    transforms: str | Sequence[TransformLike | str] = "table3",
+    *,
+    generator: torch.Generator | None = None,
+) -> TransformMetrics:
+    """Per-transform Acc/ASR, ASR_avg and ASR_gp of ``x_adv`` ``[B, C, H, W]`` against ``y``
+    ``[B]`` (Wang et al., min-max framework, §2c; fractions in [0, 1]). A random transform
+    is evaluated on one fresh draw (from ``generator`` if it has none of its own). The model
+    runs in eval mode under ``attack_context``."""
+    if not callable(model):
+        raise ValueError(f"model must be callable; got {type(model).__name__}")
+    if not isinstance(x_adv, Tensor) or x_adv.dim() != 4:
+        raise ValueError("x_adv must be a [B, C, H, W] tensor")
+    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x_adv.shape[0] or y.shape[0] == 0:
+        raise ValueError("y must be [B] with the same B >= 1 as x_adv")
+    ts = resolve_transforms(transforms, generator)
+    yy = y.to(x_adv.device)
+    with torch.no_grad(), attack_context(model):
+        fooled = torch.stack([model(t(x_adv)).argmax(1) != yy for t in ts], 1)
+    acc = 1 - fooled.float().mean(0)
+    return TransformMetrics(
+        fooled=fooled,
+        per_transform_acc=acc,
+        per_transform_asr=1 - acc,
+        asr_avg=float(1 - acc.mean()),
+        asr_gp=float(fooled.all(1).float().mean()),
+    )
