@@ -87,6 +87,17 @@ def test_train_evaluate_info_end_to_end(tmp_path):
         assert vals[0] == vals[1] == vals[2]
     weights = json.loads((tmp_path / "mm" / "weights.json").read_text())
     assert len(weights["weights"]) == 20 and (tmp_path / "mm" / "weights.png").exists()
+    out = run("minmax", "universal", str(tmp_path / "r"), "--eps", "0.2", "--n", "23",
+              "--group-size", "4", "--steps", "5", "--out", str(tmp_path / "mu")).stdout
+    assert "ASR_gp" in out
+    weights = json.loads((tmp_path / "mu" / "weights.json").read_text())
+    assert len(weights["weights"]) == 5 and weights["domains"] == [f"image {i}" for i in range(4)]
+    out = run("minmax", "transforms", str(tmp_path / "r"), "--eps", "0.2", "--n", "10",
+              "--steps", "5").stdout
+    assert "ori" in out and "flh" in out and "hardest domain" in out
+    bad = run("minmax", "universal", str(tmp_path / "r"), str(tmp_path / "r"), "--eps", "0.1",
+              check=False)
+    assert bad.returncode != 0 and "attacks one model" in bad.stderr
     info = json.loads(run("info", str(tmp_path / "r"), "--json").stdout)
     assert info["position"]["epoch"] == 3 and info["data"]["name"] == "digits"
     assert "progress:    epoch 3" in run("info", str(tmp_path / "r")).stdout

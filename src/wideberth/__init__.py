@@ -7,7 +7,7 @@ with the attacks and the evaluation they need. See the README for a tour.
 
 __version__ = "0.1.0"
 
-from . import attacks, config, data, methods, models, train  # noqa: E402
+from . import attacks, config, data, methods, minmax, models, train  # noqa: E402
 from .config import Config, load_config, load_recipe  # noqa: E402
 from .evaluate.robustness import EvalReport, evaluate  # noqa: E402  (wb.evaluate: the function)
 from .runs import load_model, run_info  # noqa: E402
@@ -24,6 +24,7 @@ __all__ = [
     "load_model",
     "load_recipe",
     "methods",
+    "minmax",
     "models",
     "run_info",
     "train",

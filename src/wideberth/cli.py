@@ -387,40 +387,72 @@ def _load_models_and_examples(args: argparse.Namespace) -> tuple[list[Any], list
 
 def cmd_minmax(args: argparse.Namespace) -> int:
     """The min-max framework's attacks (Wang et al.; specs/minmax.md): APGDA with learned
-    domain weights against its baselines, side by side. `ensemble`: one perturbation per
-    image against K models (§2a): ASR_all (fooled by every model) and per-model ASR."""
+    domain weights against its baselines, side by side, with the weights saved and plotted.
+
+    `ensemble RUN RUN ...`: one perturbation per image against K models (§2a): ASR_all
+    (fooled by every model) and per-model ASR. `universal RUN --group-size K`: one
+    perturbation per group of K consecutive test images (§2b): ASR_gp (every image of the
+    group fooled). `transforms RUN [--transforms table3|tableA5|tableA6]`: one perturbation
+    per image robust over the paper's transformation set (§2c): ASR under every transform."""
     from .evaluate.clean import model_device
-    from .minmax import ensemble_attack, ensemble_metrics
     from .minmax.diagnostics import plot_weight_trajectory, save_weights, summarize_weights
 
+    if args.kind != "ensemble" and len(args.runs) != 1:
+        raise ValueError(f"`minmax {args.kind}` attacks one model; got {len(args.runs)} runs")
     models, names, x, y = _load_models_and_examples(args)
     device = model_device(models[0])
     x, y = x.to(device), y.to(device)
-    print(f"{args.kind}: {len(models)} models ({', '.join(names)}), {x.shape[0]} examples, "
-          f"{args.norm} eps {args.eps:g}, {args.steps} steps")
-    header = f"{'method':10s} {'ASR_all':>8s} " + " ".join(f"{n[:12]:>12s}" for n in names)
+    methods = args.methods or (["minmax", "avg", "avg_logit", "avg_prob", "clip"]
+                               if args.kind == "ensemble" else ["minmax", "avg"])
+    rows: list[tuple[str, float, list[float]]] = []
+    minmax_res, domains = None, names
+    for method in methods:
+        if args.kind == "ensemble":
+            from .minmax import ensemble_attack, ensemble_metrics
+
+            res = ensemble_attack(models, x, y, norm=args.norm, eps=args.eps, steps=args.steps,
+                                  method=method, seed=args.seed)
+            met = ensemble_metrics(models, res.x_adv, y)
+            rows.append((method, met.asr_all, [float(a) for a in met.per_model_asr]))
+        elif args.kind == "universal":
+            from .minmax import universal_attack, universal_metrics
+
+            n = x.shape[0] - x.shape[0] % args.group_size
+            res = universal_attack(models[0], x[:n], y[:n], group_size=args.group_size,
+                                   norm=args.norm, eps=args.eps, steps=args.steps,
+                                   method=method, seed=args.seed)
+            met = universal_metrics(models[0], res.x_adv, y[:n].reshape(res.x_adv.shape[:2]))
+            domains = [f"image {i}" for i in range(args.group_size)]
+            rows.append((method, met.asr_gp, [float(v) for v in met.fooled.double().mean(0)]))
+        else:
+            from .minmax import transform_attack, transform_metrics
+
+            res = transform_attack(models[0], x, y, args.transforms, norm=args.norm,
+                                   eps=args.eps, steps=args.steps, method=method, seed=args.seed)
+            met = transform_metrics(models[0], res.x_adv, y, res.transforms)
+            domains = list(res.labels)
+            rows.append((method, met.asr_gp, [float(v) for v in met.per_transform_asr]))
+        if method == "minmax":
+            minmax_res = res
+    metric = {"ensemble": "ASR_all", "universal": "ASR_gp", "transforms": "ASR_all_T"}[args.kind]
+    print(f"{args.kind}: {', '.join(names)}; {x.shape[0]} examples, {args.norm} eps {args.eps:g}, "
+          f"{args.steps} steps; columns: {metric}, then the ASR per domain")
+    header = f"{'method':10s} {metric:>9s} " + " ".join(f"{d[:12]:>12s}" for d in domains)
     print(header)
     print("-" * len(header))
-    results = {}
-    for method in args.methods:
-        res = ensemble_attack(models, x, y, norm=args.norm, eps=args.eps, steps=args.steps,
-                              method=method, seed=args.seed)
-        met = ensemble_metrics(models, res.x_adv, y)
-        results[method] = (res, met)
-        print(f"{method:10s} {met.asr_all:8.3f} "
-              + " ".join(f"{float(a):12.3f}" for a in met.per_model_asr))
-    if "minmax" in results and results["minmax"][0].w is not None:
-        res = results["minmax"][0]
-        summary = summarize_weights(res.w, names)
-        print(f"hardest model by mean weight: {summary['hardest']} "
+    for method, headline, per in rows:
+        print(f"{method:10s} {headline:9.3f} " + " ".join(f"{v:12.3f}" for v in per))
+    if minmax_res is not None and minmax_res.w is not None:
+        summary = summarize_weights(minmax_res.w, domains)
+        print(f"hardest domain by mean weight: {summary['hardest']} "
               f"({', '.join(f'{k} {v:.2f}' for k, v in summary['mean'].items())})")
         if args.out:
             out = Path(args.out)
-            extra = {"norm": args.norm, "eps": args.eps, "steps": args.steps,
-                     "asr_all": {m: r[1].asr_all for m, r in results.items()}}
-            print(f"wrote {save_weights(res.w, out / 'weights.json', names, extra)}")
-            if res.w_trajectory is not None:
-                print(f"wrote {plot_weight_trajectory(res.w_trajectory, out / 'weights.png', names)}")
+            extra = {"kind": args.kind, "norm": args.norm, "eps": args.eps, "steps": args.steps,
+                     metric: {m: h for m, h, _ in rows}}
+            print(f"wrote {save_weights(minmax_res.w, out / 'weights.json', domains, extra)}")
+            if minmax_res.w_trajectory is not None:
+                print(f"wrote {plot_weight_trajectory(minmax_res.w_trajectory, out / 'weights.png', domains)}")
     return 0
 
 
@@ -571,14 +603,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("minmax", help="min-max attacks (APGDA) against their baselines",
                        description=cmd_minmax.__doc__)
-    p.add_argument("kind", choices=["ensemble"], help="application of the framework")
+    p.add_argument("kind", choices=["ensemble", "universal", "transforms"],
+                   help="application of the framework")
     p.add_argument("runs", nargs="+", help="run folders or checkpoints (the models)")
+    p.add_argument("--group-size", type=int, default=5, help="universal: images per group (5)")
+    p.add_argument("--transforms", default="table3",
+                   help="transforms: table3 (default), tableA5 (stochastic) or tableA6")
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"])
     p.add_argument("--eps", type=float, required=True)
     p.add_argument("--steps", type=int, default=50, help="APGDA iterations (default 50)")
     p.add_argument("--n", type=int, default=500, help="first N test examples (default 500)")
-    p.add_argument("--methods", nargs="+", default=["minmax", "avg", "avg_logit", "avg_prob", "clip"],
-                   help="APGDA (minmax) and baselines to run")
+    p.add_argument("--methods", nargs="+",
+                   help="APGDA (minmax) and baselines to run (ensemble default: minmax avg "
+                        "avg_logit avg_prob clip; else minmax avg)")
     p.add_argument("--which", default="best", choices=["best", "last"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="auto, cpu or cuda (default: auto)")
