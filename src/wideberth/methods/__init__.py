@@ -9,6 +9,7 @@ name                      method (module)
 ``mma``, ``omma``         MMA / OMMA training, Ding et al. 2020 (``mma``)
 ``avg-margin``, ``lcr``   Wu & Yu's average-margin regulariser; its LCR baseline (``avg_margin``)
 ``minmax-at``             multi-perturbation AT, Wang et al. min-max §2d: minmax/avg/max (``minmax_at``)
+``uat``                   universal adversarial training, Shafahi et al.; min-max App. E.2 (``uat``)
 ========================  ============================================================
 
 ``build_method(cfg.method)`` turns a :class:`~wideberth.config.MethodConfig` into a
@@ -25,6 +26,7 @@ from .mma import MMA, OMMA
 from .pgd_at import PGDAT, PGDLS
 from .standard import Standard
 from .trades import TRADES
+from .uat import UAT
 
 __all__ = [
     "Batch",
@@ -48,7 +50,7 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Standard, PGDAT, PGDLS, TRADES, MMA, OMMA, AverageMargin, LCR, MinMaxAT):
+for _cls in (Standard, PGDAT, PGDLS, TRADES, MMA, OMMA, AverageMargin, LCR, MinMaxAT, UAT):
     register_method(_cls)
 
 

@@ -102,3 +102,17 @@ class Method:
     def epoch_logs(self, state: Any, epoch: int) -> dict[str, Any]:
         """Extra per-epoch numbers for ``metrics.jsonl`` (default: none)."""
         return {}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Method-level tensors that a checkpoint must carry for an exact resume (e.g. UAT's
+        universal perturbation); per-example state belongs in the trainer's ``ExampleState``
+        instead. Default: none."""
+        return {}
+
+    def load_state_dict(self, tensors: dict[str, Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (called on resume, after :meth:`setup`)."""
+        if tensors:
+            raise ValueError(
+                f"method {self.name!r} keeps no state, but the checkpoint holds method tensors "
+                f"{sorted(tensors)}: it was written by another method"
+            )

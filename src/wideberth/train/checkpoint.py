@@ -5,6 +5,7 @@ A checkpoint file holds every tensor of a run's state under a prefix:
 - ``model.<name>``: the model's ``state_dict``;
 - ``optim.<param-id>.<key>``: the optimiser's per-parameter tensors (momentum, Adam moments);
 - ``example_state.<field>``: the per-example store (MMA's ε, ...);
+- ``method.<name>``: method-level tensors (``Method.state_dict``, e.g. UAT's perturbation);
 - ``rng.torch`` and ``rng.cuda.<i>``: random-number-generator states.
 
 Everything else (the resolved config, epoch, step, metrics, the optimiser's hyperparameters,
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ class Checkpoint:
     example_state: dict[str, Tensor]
     rng: dict[str, Tensor]
     meta: dict[str, Any]
+    method: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -131,6 +133,7 @@ def save_checkpoint(
     meta: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
     example_state: dict[str, Tensor] | None = None,
+    method_state: dict[str, Tensor] | None = None,
     save_rng: bool = True,
 ) -> Path:
     """Write a checkpoint atomically to ``path`` (a ``.safetensors`` file) and return it."""
@@ -146,6 +149,8 @@ def save_checkpoint(
         meta["optimizer"] = opt_info
     for name, t in (example_state or {}).items():
         tensors[f"example_state.{name}"] = t
+    for name, t in (method_state or {}).items():
+        tensors[f"method.{name}"] = t
     if save_rng:
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
@@ -193,7 +198,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     """Load every tensor of a checkpoint (onto ``device``) and its metadata."""
     path = Path(path)
     meta = read_checkpoint_meta(path)
-    groups: dict[str, dict[str, Tensor]] = {"model": {}, "optim": {}, "example_state": {}, "rng": {}}
+    groups: dict[str, dict[str, Tensor]] = {
+        "model": {}, "optim": {}, "example_state": {}, "rng": {}, "method": {}}
     with safe_open(str(path), framework="pt", device="cpu") as fh:
         for key in fh.keys():
             prefix, _, name = key.partition(".")

@@ -219,6 +219,7 @@ class Trainer:
             model_state=self.model.state_dict(),
             optimizer=self.optimizer,
             example_state=self.state.state_dict(),
+            method_state=self.method.state_dict(),
             meta=meta,
         )
 
@@ -238,6 +239,7 @@ class Trainer:
             self.model.load_state_dict(ckpt.model)
             self.optimizer.load_state_dict(optimizer_from_flat(ckpt.optim, ckpt.meta["optimizer"]))
             self.state.load_state_dict(ckpt.example_state)
+            self.method.load_state_dict(ckpt.method)
             pos = ckpt.meta["position"]
             epoch, batch_in_epoch, step = pos["epoch"], pos["batch_in_epoch"], pos["step"]
             best = ckpt.meta["best"]
