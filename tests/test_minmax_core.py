@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from wideberth.attacks.pgd import pgd
@@ -363,3 +365,24 @@ def test_ensemble_bad_input():
         ensemble_attack(models, x, torch.full((2,), 5), eps=0.1)
     with pytest.raises(ValueError):
         ensemble_metrics(models, x, y[:1])
+
+
+# --------------------------------------------------------------------------------------
+# property test: the sort-based projection against the bisection reference (hypothesis)
+# --------------------------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=-50, max_value=50, allow_nan=False, width=64), min_size=1, max_size=12))
+def test_simplex_projection_property(values):
+    from wideberth.minmax.simplex import project_simplex, project_simplex_bisection
+
+    v = torch.tensor(values, dtype=torch.float64)
+    w = project_simplex(v)
+    assert float(w.min()) >= 0 and abs(float(w.sum()) - 1) < 1e-9
+    torch.testing.assert_close(w, project_simplex_bisection(v), rtol=0, atol=1e-7)
+    torch.testing.assert_close(project_simplex(w), w, rtol=0, atol=1e-12)  # idempotent
+    # optimality: no other simplex point (a vertex) is closer
+    for k in range(v.numel()):
+        e = torch.zeros_like(v)
+        e[k] = 1
+        assert float((w - v).norm()) <= float((e - v).norm()) + 1e-9
