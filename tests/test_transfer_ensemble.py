@@ -75,7 +75,7 @@ def pool():
 
 
 @pytest.fixture(scope="module")
-def test_set():
+def held_out():
     return teacher_data(80, 99)
 
 
@@ -200,8 +200,8 @@ def test_ensemble_loss_reads_members_back_from_the_view():
 # --------------------------------------------------------------------------------------
 
 
-def test_ensemble_robust_accuracy_worst_case_and_monotone(pool, test_set):
-    x, y = test_set
+def test_ensemble_robust_accuracy_worst_case_and_monotone(pool, held_out):
+    x, y = held_out
     eps = [0.05, 0.1, 0.2]
     kw = dict(norm="linf", epsilons=eps, restarts=2, steps=10, seed=1)
     rep = evaluate_ensemble(pool, x, y, **kw)
@@ -220,8 +220,8 @@ def test_ensemble_robust_accuracy_worst_case_and_monotone(pool, test_set):
             assert rep.robust_accuracy[e] <= single.robust_accuracy[e] + 1e-12, (name, e)
 
 
-def test_one_member_naive_attacks_reproduce_the_single_model_suite(test_set):
-    x, y = test_set
+def test_one_member_naive_attacks_reproduce_the_single_model_suite(held_out):
+    x, y = held_out
     model = trained(7)
     eps = [0.05, 0.15]
     rep = evaluate_ensemble([model], x, y, norm="l2", epsilons=eps, restarts=2, steps=8,
@@ -231,8 +231,8 @@ def test_one_member_naive_attacks_reproduce_the_single_model_suite(test_set):
     assert torch.equal(rep.success, single.success)
 
 
-def test_ensemble_evaluation_restores_modes_and_grad_flags(test_set):
-    x, y = test_set
+def test_ensemble_evaluation_restores_modes_and_grad_flags(held_out):
+    x, y = held_out
     members = [mlp(s, dropout=0.5) for s in range(2)]
     members[0].train()
     members[1].eval()
@@ -261,8 +261,8 @@ QUICK = [AttackSpec("pgd", 10, 1, "ce", 0.25, "advertorch", "ce"),
          AttackSpec("pgd", 10, 1, "cw", 0.25, "advertorch", "cw")]
 
 
-def test_identical_source_breaks_the_target_exactly_where_it_breaks_itself(pool, test_set):
-    x, y = test_set
+def test_identical_source_breaks_the_target_exactly_where_it_breaks_itself(pool, held_out):
+    x, y = held_out
     target = pool[0]
     source = copy.deepcopy(target)
     eps = [0.03, 0.08, 0.15]
@@ -279,8 +279,8 @@ def test_identical_source_breaks_the_target_exactly_where_it_breaks_itself(pool,
     assert bool(succ[-1].sum() > succ[0].sum())  # non-vacuous
 
 
-def test_transfer_is_broken_by_any_source(pool, test_set):
-    x, y = test_set
+def test_transfer_is_broken_by_any_source(pool, held_out):
+    x, y = held_out
     target, a, b = pool
     kw = dict(norm="l2", epsilons=[0.2, 0.5], suite=QUICK, batch_size=32)
     both = transfer_success(target, [a, b], x, y, **kw)
@@ -301,8 +301,8 @@ class MaskedGradients(nn.Module):
         return self.inner(x.detach() + 0.0 * x)
 
 
-def test_combined_evaluation_catches_masked_gradients(pool, test_set):
-    x, y = test_set
+def test_combined_evaluation_catches_masked_gradients(pool, held_out):
+    x, y = held_out
     source = pool[1]
     target = MaskedGradients(copy.deepcopy(source))
     eps = [0.05, 0.1, 0.2]
@@ -332,8 +332,8 @@ def test_combined_evaluation_catches_masked_gradients(pool, test_set):
     assert "success_combined" not in rep.to_json()
 
 
-def test_combined_evaluation_of_an_ensemble_target(pool, test_set):
-    x, y = test_set
+def test_combined_evaluation_of_an_ensemble_target(pool, held_out):
+    x, y = held_out
     ens = MajorityVoteEnsemble(pool[:2])
     wbx = evaluate_ensemble(ens, x, y, norm="linf", epsilons=[0.1], restarts=2, steps=5)
     rep = combined_evaluation(ens, [pool[2]], x, y, norm="linf", epsilons=[0.1], suite=QUICK,
@@ -349,8 +349,8 @@ def test_combined_evaluation_of_an_ensemble_target(pool, test_set):
                             whitebox=wbx)
 
 
-def test_bad_inputs_raise_clear_errors(pool, test_set):
-    x, y = test_set
+def test_bad_inputs_raise_clear_errors(pool, held_out):
+    x, y = held_out
     kw = dict(norm="linf", suite=QUICK)
     with pytest.raises(ValueError, match="sources is empty"):
         transfer_success(pool[0], [], x, y, epsilons=[0.1], **kw)

@@ -72,20 +72,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a trained run or checkpoint on its dataset's test split: clean accuracy and,
     with --eps, robust accuracy over the ε grid under an attack suite (the pointwise worst
     case over its attacks; MMA paper §5), AvgAcc and AvgRobAcc, and sanity flags."""
-    import torch
 
-    from .data import IndexedTensors, load_split
     from .evaluate.clean import clean_metrics
-    from .runs import load_model, load_run_config, resolve_checkpoint
-    from .train import resolve_device
+    from .runs import load_run_config, resolve_checkpoint
 
     cfg = load_run_config(args.run)
-    device = resolve_device(args.device or "auto")
-    model = load_model(args.run, which=args.which, device=device)
-    x_raw, y_raw = load_split(cfg.data.name, args.split, cfg.data.data_dir, cfg.data.download)
-    ds = IndexedTensors(x_raw, y_raw)
-    n = len(ds) if args.n is None else min(args.n, len(ds))
-    x, y, _ = ds.get_batch(torch.arange(n))
+    model, x, y, _ = _load_for_attack(args)
     metrics = clean_metrics(model, x, y, args.batch_size)
     report: dict[str, Any] = {
         "run": str(args.run),
@@ -160,7 +152,8 @@ def _write_evaluation_report(model: Any, x: Any, y: Any, report: dict[str, Any],
 
 
 def _load_for_attack(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    """Model (eval mode), the first N test examples as float tensors, and the device."""
+    """Model (eval mode), the first N examples of ``args.split`` (all if N is None) as float
+    tensors, and the device."""
     import torch
 
     from .data import IndexedTensors, load_split

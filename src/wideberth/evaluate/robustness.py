@@ -227,10 +227,11 @@ def _attack_batch(
         for a, spec in enumerate(specs):
             if todo.numel() == 0:
                 break
-            x_adv = _run_spec(spec, model, xb[todo], yb[todo], norm, eps, seed + 7919 * a)
+            xt, yt = xb[todo], yb[todo]
+            x_adv = _run_spec(spec, model, xt, yt, norm, eps, seed + 7919 * a)
             with torch.no_grad():
-                wrong = model(x_adv).argmax(1) != yb[todo]
-            d = threat.norm(x_adv - xb[todo])
+                wrong = model(x_adv).argmax(1) != yt
+            d = threat.norm(x_adv - xt)
             feasible = (d <= eps * (1 + FEASIBILITY_RTOL)) & (x_adv >= 0).flatten(1).all(1) & (
                 x_adv <= 1).flatten(1).all(1)
             violations += int((wrong & ~feasible).sum())

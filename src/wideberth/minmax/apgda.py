@@ -54,6 +54,7 @@ from ..threat import ThreatModel, as_batch_eps, eps_vector, get_threat
 from .simplex import on_simplex, project_simplex
 
 __all__ = [
+    "step_parameters",
     "APGDAResult",
     "DELTA_MODES",
     "INITS",
@@ -107,6 +108,20 @@ class APGDAResult:
 def uniform_weights(b: int, k: int, like: Tensor) -> Tensor:
     """The uniform weights ``1/K`` as a ``[B, K]`` tensor with ``like``'s dtype and device."""
     return torch.full((b, k), 1.0 / k, dtype=like.dtype, device=like.device)
+
+
+def step_parameters(
+    defaults: dict[str, tuple[float, float, float]],
+    norm: str,
+    alpha: float | Tensor | None,
+    beta: float | None,
+    gamma: float | None,
+) -> tuple[float | Tensor, float, float]:
+    """``(α, β, γ)``: the given values, each ``None`` replaced by an application's default
+    for the canonical ``norm`` (``defaults[norm]``)."""
+    a0, b0, g0 = defaults[norm]
+    return (a0 if alpha is None else alpha, b0 if beta is None else beta,
+            g0 if gamma is None else gamma)
 
 
 def weight_step(w: Tensor, phi: Tensor, beta: float, gamma: float) -> Tensor:

@@ -42,7 +42,7 @@ from torch import Tensor
 from ..attacks.base import Attack, ModelLike, attack_context, prepare
 from ..losses import ce, cw_loss
 from ..threat import ThreatModel, normalize_norm
-from .apgda import APGDAResult, apgda
+from .apgda import APGDAResult, apgda, step_parameters
 from .simplex import on_simplex
 
 __all__ = [
@@ -238,10 +238,7 @@ def ensemble_attack(
         if len(ncls) != 1:
             raise ValueError(f"all models must output the same number of classes; got {sorted(ncls)}")
     k = len(ms)
-    a0, b0, g0 = DEFAULT_HPARAMS[name]
-    alpha = a0 if alpha is None else alpha
-    beta = b0 if beta is None else beta
-    gamma = g0 if gamma is None else gamma
+    alpha, beta, gamma = step_parameters(DEFAULT_HPARAMS, name, alpha, beta, gamma)
     x = x.detach()
     y = y.to(x.device)
 

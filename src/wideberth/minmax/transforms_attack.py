@@ -43,7 +43,7 @@ from torch import Tensor
 from ..attacks.base import ModelLike, attack_context, prepare
 from ..threat import ThreatModel, normalize_norm
 from ..transforms import Transform, paper_transforms, parse_transform
-from .apgda import APGDAResult, apgda
+from .apgda import APGDAResult, apgda, step_parameters
 from .ensemble import attack_loss
 
 __all__ = [
@@ -287,10 +287,7 @@ def transform_attack(
         gen = torch.Generator(device=x.device)
         gen.manual_seed(int(seed))
     ts = resolve_transforms(transforms, gen)
-    a0, b0, g0 = TRANSFORM_HPARAMS[name]
-    alpha = a0 if alpha is None else alpha
-    beta = b0 if beta is None else beta
-    gamma = g0 if gamma is None else gamma
+    alpha, beta, gamma = step_parameters(TRANSFORM_HPARAMS, name, alpha, beta, gamma)
     x = x.detach()
     y = y.to(x.device)
 

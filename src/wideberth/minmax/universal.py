@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ..attacks.base import ModelLike, attack_context, prepare
 from ..threat import ThreatModel, normalize_norm
-from .apgda import APGDAResult, apgda
+from .apgda import APGDAResult, apgda, step_parameters
 from .ensemble import attack_loss
 
 __all__ = [
@@ -226,10 +226,7 @@ def universal_attack(
     if check:
         flat_x = xg.reshape(g * k, *xg.shape[2:])
         prepare(model, flat_x, yg.reshape(g * k), None, norm)
-    a0, b0, g0 = UNIVERSAL_HPARAMS[name]
-    alpha = a0 if alpha is None else alpha
-    beta = b0 if beta is None else beta
-    gamma = g0 if gamma is None else gamma
+    alpha, beta, gamma = step_parameters(UNIVERSAL_HPARAMS, name, alpha, beta, gamma)
     xg = xg.detach()
     yg = yg.to(xg.device)
     lo, hi = group_box(xg)
