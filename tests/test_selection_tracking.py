@@ -107,3 +107,23 @@ def test_plot_draws_the_decision_boundary_of_a_toy2d_run(tmp_path):
     result = train(cfg, tmp_path / "toy", progress=False)
     assert main(["plot", str(result.run_dir)]) == 0
     assert (result.run_dir / "plots" / "decision_boundary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_margin_histogram_grid_lays_out_one_panel_per_model(tmp_path):
+    import struct
+
+    import pytest
+    import torch
+
+    from wideberth.evaluate.plots import margin_histogram_grid
+
+    dists = {f"m{i}": torch.tensor([0.0, 0.1 * (i + 1), 0.2, float("inf")]) for i in range(5)}
+    path = margin_histogram_grid(dists, tmp_path / "grid.png", norm="linf", columns=4)
+    head = path.read_bytes()[:24]
+    assert head[:4] == b"\x89PNG"
+    width, height = struct.unpack(">II", head[16:24])  # the IHDR chunk
+    # 5 panels in 4 columns: 2 rows of 2.6 x 2.0 inches (+0.4 for the title) at 120 dpi
+    assert (width, height) == (round(2.6 * 4 * 120), round((2 * 2.0 + 0.4) * 120))
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically
+    with pytest.raises(ValueError, match="at least one"):
+        margin_histogram_grid({}, tmp_path / "none.png")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["decision_boundary", "margin_histogram", "margin_histograms_by_epoch", "training_curves"]
+__all__ = [
+    "decision_boundary",
+    "margin_histogram",
+    "margin_histogram_grid",
+    "margin_histograms_by_epoch",
+    "training_curves",
+]
 
 
 def _pyplot():  # type: ignore[no-untyped-def]
@@ -49,6 +56,50 @@ def margin_histogram(
     if finite.numel():
         ax.legend(loc="center right", fontsize=8)
     ax.set_xlim(left=0, right=max(float(finite.max()) if finite.numel() else 1.0, 1e-6) * 1.05)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def margin_histogram_grid(
+    distances: Mapping[str, Tensor],
+    path: str | Path,
+    *,
+    norm: str = "l2",
+    bins: int = 30,
+    columns: int = 4,
+    title: str | None = None,
+) -> Path:
+    """Margin histograms of several models side by side, one panel per model on a shared
+    margin axis and shared bins, so the models compare at a glance (MMA Tables 2–3 as
+    pictures). ``distances``: name → per-example margins ``[N]`` (0 = misclassified, drawn
+    in the first bin; ``+inf`` = not found, counted in the panel's note). Writes a PNG and
+    returns its path."""
+    if not distances:
+        raise ValueError("distances is empty: pass at least one model's margins")
+    plt = _pyplot()
+    ds = {k: v.detach().float().cpu().reshape(-1) for k, v in distances.items()}
+    finite = [d[torch.isfinite(d)] for d in ds.values()]
+    top = max((float(f.max()) for f in finite if f.numel()), default=0.0) or 1.0
+    edges = torch.linspace(0, top, bins + 1).numpy()
+    cols = min(columns, len(ds))
+    rows = -(-len(ds) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows + 0.4), dpi=120,
+                             sharex=True, squeeze=False)
+    for ax in axes.flat[len(ds):]:
+        ax.set_visible(False)
+    for ax, (name, d), f in zip(axes.flat, ds.items(), finite, strict=False):
+        ax.hist(f.numpy(), bins=edges, color="#3b6ea5", edgecolor="white", linewidth=0.3)
+        if f.numel():
+            ax.axvline(float(f.mean()), color="#c0392b", linestyle="--", linewidth=0.9)
+        n_inf = d.numel() - f.numel()
+        note = f"mean {float(f.mean()) if f.numel() else float('nan'):.3f}\n{int((d == 0).sum())} at 0"
+        ax.text(0.98, 0.95, note + (f", {n_inf} not found" if n_inf else ""),
+                transform=ax.transAxes, ha="right", va="top", fontsize=7)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"{norm} margin", fontsize=8)
+    fig.suptitle(title or "margins (red: mean; misclassified = 0)", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
