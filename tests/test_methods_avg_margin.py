@@ -239,10 +239,10 @@ def test_feature_margin_equals_hand_computation_via_penultimate_layer():
             for k in range(10):
                 if k == yi:
                     continue
-                wy, wk = w[yi], w[k]
+                wy, wk = w[yi].detach(), w[k].detach()
                 if kind == "rows":
                     wy, wk = wy / wy.norm(), wk / wk.norm()
-                v = float((wy - wk) @ phi[i])
+                v = float((wy - wk) @ phi[i].detach())
                 if kind == "pairs":
                     v /= float((wy - wk).norm())
                 vals.append(v)
