@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,8 +260,8 @@ def build_ensemble(args: argparse.Namespace) -> dict[str, Any] | None:
                                  "time_s": time.perf_counter() - t}
         if method == "minmax" and r.w is not None and r.w_trajectory is not None:
             entry["weights"] = summarize_weights(r.w, list(ENSEMBLE_POOL))
-            fig = Path(args.results).parent / "results" / "ensemble_weights.png"
-            fig.parent.mkdir(parents=True, exist_ok=True)
+            # kept beside ensemble.json (the trajectory is too big to cache); the page copies it
+            fig = out_dir / "ensemble_weights.png"
             plot_weight_trajectory(r.w_trajectory, fig, list(ENSEMBLE_POOL),
                                    title=f"APGDA model weights (ℓ∞ ε={ENSEMBLE_EPS:g})")
         res["methods"][method] = entry
@@ -597,6 +598,9 @@ def write_page(ev: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
         lines += ["## Sanity flags", ""] + ([f"- {t}: {f}" for t, f in flags] or ["None fired."]) + [""]
     if ENSEMBLE in ev:
         lines += ensemble_section(ev[ENSEMBLE])
+        fig = Path(args.out) / "ensemble_weights.png"
+        if fig.exists():
+            shutil.copyfile(fig, fig_dir / fig.name)
     else:
         lines += [f"The ensemble-attack comparison is not yet built (needs {', '.join(ENSEMBLE_POOL)}).", ""]
     n = min((int(e["n"]) for e in ev.values()), default=args.n)
