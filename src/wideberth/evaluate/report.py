@@ -70,10 +70,12 @@ def plot_robust_accuracy(reports: Mapping[str, Mapping[str, Any]], path: str | P
     """Robust accuracy against ε, one line per report (ε = 0: clean accuracy)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
-    for name, r in reports.items():
+    for i, (name, r) in enumerate(reports.items()):
         eps = [0.0] + [float(e) for e in r["robust_accuracy"]]
         acc = [float(r["clean_accuracy"])] + [float(v) for v in r["robust_accuracy"].values()]
-        ax.plot(eps, [100 * a for a in acc], marker="o", label=name)
+        # the colour cycle has 10 colours: later curves get another line style and marker
+        style = ("-", "o") if i < 10 else ("--", "s")
+        ax.plot(eps, [100 * a for a in acc], linestyle=style[0], marker=style[1], label=name)
     norm = next(iter(reports.values())).get("norm") or ""
     ax.set_xlabel(f"ε ({norm})")
     ax.set_ylabel("robust accuracy (%)")
