@@ -323,6 +323,20 @@ def _compare(a: float, b: float, n: int) -> str:
     return "higher" if a - b > tol else "lower" if b - a > tol else "tie"
 
 
+_OPPOSITE = {"higher": "lower", "lower": "higher"}
+
+
+def _verdict(*observed: tuple[str, str]) -> str:
+    """Joint verdict over ``(observed, expected)`` comparisons (each 'higher'/'lower'/'tie'
+    against the direction the paper reports): agrees if every one goes the paper's way,
+    disagrees if any goes the other way, inconclusive otherwise."""
+    if all(o == e for o, e in observed):
+        return "agrees"
+    if any(o == _OPPOSITE[e] for o, e in observed):
+        return "disagrees"
+    return "inconclusive"
+
+
 @dataclass
 class Claim:
     text: str
@@ -347,8 +361,7 @@ def claims(ev: dict[str, dict[str, Any]], n: int) -> list[Claim]:
         c.numbers = (f"clean: PGD-0.3 {100 * p['clean_accuracy']:.1f}%, MMA-0.3 "
                      f"{100 * m['clean_accuracy']:.1f}%; AvgAcc {100 * p['avg_acc']:.1f} vs "
                      f"{100 * m['avg_acc']:.1f}")
-        ok = _compare(m["avg_acc"], p["avg_acc"], n) == "higher"
-        c.verdict = "agrees" if ok else ("inconclusive" if _compare(m["avg_acc"], p["avg_acc"], n) == "tie" else "disagrees")
+        c.verdict = _verdict((_compare(m["avg_acc"], p["avg_acc"], n), "higher"))
     out.append(c)
 
     c = Claim("MMA is insensitive to d_max: AvgAcc changes little across d_max while clean "
@@ -367,8 +380,7 @@ def claims(ev: dict[str, dict[str, Any]], n: int) -> list[Claim]:
     if have(*c.needs):
         a, b = ev["pgdls-0.3"]["linf"]["avg_acc"], ev["pgd-at-0.3"]["linf"]["avg_acc"]
         c.numbers = f"AvgAcc PGDLS-0.3 {100 * a:.1f} vs PGD-0.3 {100 * b:.1f}"
-        r = _compare(a, b, n)
-        c.verdict = {"higher": "agrees", "tie": "inconclusive", "lower": "disagrees"}[r]
+        c.verdict = _verdict((_compare(a, b, n), "higher"))
     out.append(c)
 
     c = Claim("TRADES beats MMA at small ε and loses at large ε (§7.0, CIFAR-10 ℓ∞).",
@@ -380,8 +392,7 @@ def claims(ev: dict[str, dict[str, Any]], n: int) -> list[Claim]:
         rl = _compare(_rob(t, large), _rob(m, large), n)
         c.numbers = (f"ε={small:g}: TRADES {100 * _rob(t, small):.1f} vs MMA {100 * _rob(m, small):.1f}; "
                      f"ε={large:g}: {100 * _rob(t, large):.1f} vs {100 * _rob(m, large):.1f}")
-        c.verdict = ("agrees" if rs == "higher" and rl == "lower"
-                     else "disagrees" if rs == "lower" or rl == "higher" else "inconclusive")
+        c.verdict = _verdict((rs, "higher"), (rl, "lower"))
     out.append(c)
 
     c = Claim("TRADES: larger β (1/λ) trades clean accuracy for robustness (β=1 vs β=6: "
@@ -393,8 +404,7 @@ def claims(ev: dict[str, dict[str, Any]], n: int) -> list[Claim]:
                      f"ε={e:g}: {100 * _rob(ev['trades-b1'], e):.1f} vs {100 * _rob(ev['trades-b6'], e):.1f}")
         cl = _compare(a["clean_accuracy"], b["clean_accuracy"], n)
         rb = _compare(_rob(ev["trades-b1"], e), _rob(ev["trades-b6"], e), n)
-        c.verdict = ("agrees" if cl == "higher" and rb == "lower"
-                     else "disagrees" if cl == "lower" or rb == "higher" else "inconclusive")
+        c.verdict = _verdict((cl, "higher"), (rb, "lower"))
     out.append(c)
 
     c = Claim("MMA vs OMMA: the extra clean loss lowers clean accuracy and raises AvgAcc "
@@ -405,8 +415,7 @@ def claims(ev: dict[str, dict[str, Any]], n: int) -> list[Claim]:
                      f"AvgAcc {100 * m['avg_acc']:.1f} vs {100 * o['avg_acc']:.1f}")
         cl = _compare(m["clean_accuracy"], o["clean_accuracy"], n)
         av = _compare(m["avg_acc"], o["avg_acc"], n)
-        c.verdict = ("agrees" if cl == "lower" and av == "higher"
-                     else "disagrees" if cl == "higher" or av == "lower" else "inconclusive")
+        c.verdict = _verdict((cl, "lower"), (av, "higher"))
     out.append(c)
 
     c = Claim("Wu & Yu: the average-margin regulariser enlarges the average margin over "
@@ -452,7 +461,7 @@ def claims(ev: dict[str, dict[str, Any]], n: int) -> list[Claim]:
         c.numbers = (f"ε={e:g}: TRADES {100 * a:.1f} vs PGD-0.1 {100 * b:.1f}; clean "
                      f"{100 * ev['trades-b6']['linf']['clean_accuracy']:.1f} vs "
                      f"{100 * ev['pgd-at-0.1']['linf']['clean_accuracy']:.1f}")
-        c.verdict = {"higher": "agrees", "tie": "inconclusive", "lower": "disagrees"}[_compare(a, b, n)]
+        c.verdict = _verdict((_compare(a, b, n), "higher"))
     out.append(c)
 
     c = Claim("MMA §7.0 (MNIST-ℓ∞): PGDLS at a large ε is as good as or slightly better than "
@@ -484,8 +493,7 @@ def claims(ev: dict[str, dict[str, Any]], n: int) -> list[Claim]:
     if have(*c.needs):
         a, b = ev["minmax-at"]["acc_max_adv"], ev["minmax-at-avg"]["acc_max_adv"]
         c.numbers = f"Acc^max_adv (ℓ∞ 0.1 and ℓ2 1.0): {100 * a:.1f} vs {100 * b:.1f}"
-        r = _compare(a, b, n)
-        c.verdict = {"higher": "agrees", "tie": "inconclusive", "lower": "disagrees"}[r]
+        c.verdict = _verdict((_compare(a, b, n), "higher"))
     out.append(c)
     return out
 
