@@ -33,7 +33,7 @@ import time
 import torch
 
 from wideberth import data
-from wideberth.evaluate.robustness import evaluate
+from wideberth.evaluation.robustness import evaluate
 from wideberth.methods.base import Batch, StepContext
 from wideberth.methods.pgd_at import PGDAT, PGDATParams
 from wideberth.models import build_model

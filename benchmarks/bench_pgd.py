@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wideberth import data
-from wideberth.attacks.pgd import pgd
+from wideberth.attacks.projected_gradient import pgd
 from wideberth.models import build_model
 
 EPS = {"linf": 0.1, "l2": 1.5}

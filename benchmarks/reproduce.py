@@ -47,15 +47,15 @@ import torch
 
 from wideberth.config import apply_overrides, load_recipe
 from wideberth.data import IndexedTensors, load_split
-from wideberth.evaluate.margins import min_perturbation_distance
-from wideberth.evaluate.plots import margin_histogram_grid, margin_histograms_by_epoch
-from wideberth.evaluate.report import markdown_table, plot_robust_accuracy
-from wideberth.evaluate.robustness import evaluate
+from wideberth.evaluation.margins import min_perturbation_distance
+from wideberth.evaluation.plots import margin_histogram_grid, margin_histograms_by_epoch
+from wideberth.evaluation.report import markdown_table, plot_robust_accuracy
+from wideberth.evaluation.robustness import evaluate
+from wideberth.fileio import atomic_write_text
 from wideberth.minmax import ensemble_attack, ensemble_metrics, lift
 from wideberth.minmax.diagnostics import plot_weight_trajectory, summarize_weights
 from wideberth.runs import load_model
 from wideberth.train import resume, train
-from wideberth.train.checkpoint import atomic_write_text
 
 EPS_LINF = [0.05, 0.1, 0.15, 0.2]
 EPS_L2 = [0.5, 1.0, 1.5, 2.0]

@@ -1,4 +1,4 @@
-"""Tests for wideberth.attacks.apgd (APGD-CE, APGD-DLR, APGD-T; Croce & Hein, ICML 2020)."""
+"""Tests for wideberth.attacks.auto_pgd (APGD-CE, APGD-DLR, APGD-T; Croce & Hein, ICML 2020)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import wideberth as wb
-from wideberth.attacks.apgd import (
+from wideberth.attacks.auto_pgd import (
     APGD,
     APGDT,
     _halve_mask,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import wideberth as wb
-from wideberth.evaluate.robustness import AttackSpec, suite_attacks
+from wideberth.evaluation.robustness import AttackSpec, suite_attacks
 
 
 class Linear(nn.Module):
@@ -220,7 +220,7 @@ def test_reuse_both_matches_the_closed_form_with_less_work(norm, epsilons):
 
 
 def test_min_perturbation_distance_on_a_linear_model():
-    from wideberth.evaluate.margins import min_perturbation_distance
+    from wideberth.evaluation.margins import min_perturbation_distance
 
     torch.manual_seed(0)
     model = Linear(16)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import wideberth as wb
-from wideberth.evaluate import sanity
+from wideberth.evaluation import sanity
 from wideberth.threat import get_threat
 
 

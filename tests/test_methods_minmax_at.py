@@ -16,6 +16,7 @@ from torch import nn
 
 import wideberth as wb
 from wideberth.config import ConfigError, MethodConfig, apply_overrides, load_recipe
+from wideberth.example_state import ExampleState
 from wideberth.methods import build_method, list_methods
 from wideberth.methods.base import Batch, StepContext
 from wideberth.methods.minmax_at import (
@@ -36,7 +37,6 @@ from wideberth.minmax.simplex import project_simplex
 from wideberth.models import build_model
 from wideberth.threat import get_threat
 from wideberth.train import Trainer, load_checkpoint, resume, train
-from wideberth.train.state import ExampleState
 
 
 def _digits(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

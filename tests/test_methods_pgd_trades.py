@@ -17,6 +17,7 @@ from wideberth._modes import eval_mode
 from wideberth.attacks import pgd
 from wideberth.config import ConfigError, MethodConfig, apply_overrides, load_recipe
 from wideberth.config import list_recipes as all_recipes
+from wideberth.example_state import ExampleState
 from wideberth.losses import trades_kl
 from wideberth.methods import build_method, register_method
 from wideberth.methods.base import Batch, StepContext
@@ -24,7 +25,6 @@ from wideberth.methods.pgd_at import PGDAT, PGDLS, PGDATParams, PGDLSParams, pgd
 from wideberth.methods.trades import TRADES, TRADESParams, trades_attack
 from wideberth.models import build_model
 from wideberth.train import Trainer, load_checkpoint, resume, train
-from wideberth.train.state import ExampleState
 
 for _cls in (PGDAT, PGDLS, TRADES):
     register_method(_cls)

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from wideberth.config import ConfigError, apply_overrides, load_recipe
+from wideberth.example_state import ExampleState
 from wideberth.methods.base import Batch, StepContext
 from wideberth.methods.uat import UAT, UATParams
 from wideberth.train import Trainer, resume, train
 from wideberth.train.checkpoint import load_checkpoint
-from wideberth.train.state import ExampleState
 
 
 def ctx(step: int = 0) -> StepContext:

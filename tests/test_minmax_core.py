@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from wideberth.attacks.pgd import pgd
+from wideberth.attacks.projected_gradient import pgd
 from wideberth.losses import ce
 from wideberth.minmax import (
     apgda,

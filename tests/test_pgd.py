@@ -1,4 +1,4 @@
-"""Tests for wideberth.attacks.pgd: PGD / FGSM / FGM.
+"""Tests for wideberth.attacks.projected_gradient: PGD / FGSM / FGM.
 
 What is checked (each assertion is a fact that a wrong implementation would break):
 
@@ -16,18 +16,15 @@ What is checked (each assertion is a fact that a wrong implementation would brea
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from wideberth.attacks.pgd import FGM, FGSM, PGD, fgm, fgsm, pgd
+import wideberth.attacks.projected_gradient as pgd_module
+from wideberth.attacks.projected_gradient import FGM, FGSM, PGD, fgm, fgsm, pgd
 from wideberth.threat import get_threat
-
-# the submodule itself (``wideberth.attacks.pgd`` as an attribute is the function)
-pgd_module = importlib.import_module("wideberth.attacks.pgd")
 
 NORMS = ["linf", "l2", "l1"]
 EPS = {"linf": 0.1, "l2": 0.5, "l1": 2.0}
@@ -666,7 +663,7 @@ def test_pgd_class_matches_function():
 
 
 def test_radial_start_spreads_the_radius_and_auto_starts():
-    from wideberth.attacks.pgd import _start
+    from wideberth.attacks.projected_gradient import _start
     from wideberth.threat import get_threat
 
     x = torch.full((2000, 1, 8, 8), 0.5)

@@ -115,7 +115,7 @@ def test_margin_histogram_grid_lays_out_one_panel_per_model(tmp_path):
     import pytest
     import torch
 
-    from wideberth.evaluate.plots import margin_histogram_grid
+    from wideberth.evaluation.plots import margin_histogram_grid
 
     dists = {f"m{i}": torch.tensor([0.0, 0.1 * (i + 1), 0.2, float("inf")]) for i in range(5)}
     path = margin_histogram_grid(dists, tmp_path / "grid.png", norm="linf", columns=4)

@@ -1,4 +1,4 @@
-"""Tests for wideberth.attacks.square: the Square attack (Andriushchenko et al., ECCV 2020).
+"""Tests for wideberth.attacks.random_search: the Square attack (Andriushchenko et al., ECCV 2020).
 
 What is checked (each assertion is a fact that a wrong implementation would break):
 
@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from wideberth.attacks import ATTACK_NAMES, Square, run_attack, square
-from wideberth.attacks.pgd import pgd
-from wideberth.attacks.square import _eta, _propose_l2, _propose_linf, p_selection
+from wideberth.attacks.projected_gradient import pgd
+from wideberth.attacks.random_search import _eta, _propose_l2, _propose_linf, p_selection
 from wideberth.cli import build_parser
 from wideberth.threat import get_threat
 

@@ -14,7 +14,7 @@ from torch import nn
 
 import wideberth as wb
 from wideberth.attacks import pgd
-from wideberth.evaluate.ensemble import (
+from wideberth.evaluation.ensemble import (
     EnsembleLoss,
     MajorityVoteEnsemble,
     custom_ensemble_loss,
@@ -23,8 +23,8 @@ from wideberth.evaluate.ensemble import (
     majority_vote_scores,
     naive_ensemble_loss,
 )
-from wideberth.evaluate.robustness import AttackSpec, suite_attacks
-from wideberth.evaluate.transfer import combined_evaluation, transfer_examples, transfer_success
+from wideberth.evaluation.robustness import AttackSpec, suite_attacks
+from wideberth.evaluation.transfer import combined_evaluation, transfer_examples, transfer_success
 
 K = 3
 

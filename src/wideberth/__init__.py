@@ -5,11 +5,10 @@ Wu & Yu's average-margin regulariser and the unified min-max framework (Wang et 
 with the attacks and the evaluation they need. See the README for a tour.
 """
 
-__version__ = "0.1.0"
-
 from . import attacks, config, data, methods, minmax, models, train  # noqa: E402
+from ._version import __version__  # noqa: E402
 from .config import Config, load_config, load_recipe  # noqa: E402
-from .evaluate.robustness import EvalReport, evaluate  # noqa: E402  (wb.evaluate: the function)
+from .evaluation.robustness import EvalReport, evaluate  # noqa: E402  (wb.evaluate: the function)
 from .runs import load_model, run_info  # noqa: E402
 
 __all__ = [

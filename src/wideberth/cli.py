@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 
 log = logging.getLogger("wideberth")
 
@@ -73,7 +73,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with --eps, robust accuracy over the ε grid under an attack suite (the pointwise worst
     case over its attacks; MMA paper §5), AvgAcc and AvgRobAcc, and sanity flags."""
 
-    from .evaluate.clean import clean_metrics
+    from .evaluation.clean import clean_metrics
     from .runs import load_run_config, resolve_checkpoint
 
     cfg = load_run_config(args.run)
@@ -99,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"on {metrics['n']} examples (loss {metrics['loss']:.4f})"
     )
     if args.eps:
-        from .evaluate.robustness import evaluate
+        from .evaluation.robustness import evaluate
 
         rep = evaluate(
             model, x, y, norm=args.norm, epsilons=args.eps, suite=args.suite,
@@ -117,7 +117,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.report:
             _write_evaluation_report(model, x, y, report, args)
     if args.json:
-        from .train.checkpoint import atomic_write_text
+        from .fileio import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -131,8 +131,8 @@ def _write_evaluation_report(model: Any, x: Any, y: Any, report: dict[str, Any],
     import torch
 
     from .attacks import estimate_margin, margin_stats, pgd
-    from .evaluate.clean import model_device
-    from .evaluate.report import loss_along_ray, write_report
+    from .evaluation.clean import model_device
+    from .evaluation.report import loss_along_ray, write_report
 
     device = model_device(model)
     m = min(args.report_n, x.shape[0])
@@ -219,14 +219,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
         from safetensors.torch import save_file
 
-        from .train.checkpoint import _replace_atomically
+        from .fileio import replace_atomically
 
         out = Path(args.out)
         tmp = out.with_name(f".{out.name}.tmp")
         meta = {k: str(v) for k, v in vars(args).items() if k != "func"}
         save_file({"x_adv": x_adv.contiguous(), "y": y.contiguous()}, str(tmp),
                   metadata={"wideberth": json.dumps(meta)})
-        _replace_atomically(tmp, out)
+        replace_atomically(tmp, out)
         print(f"wrote {out}")
     return 0
 
@@ -261,7 +261,7 @@ def cmd_margins(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        from .train.checkpoint import atomic_write_text
+        from .fileio import atomic_write_text
 
         report = {"run": str(args.run), "norm": args.norm, "method": args.method,
                   "n": int(d.numel()), "stats": stats,
@@ -269,7 +269,7 @@ def cmd_margins(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
-        from .evaluate.plots import margin_histogram
+        from .evaluation.plots import margin_histogram
 
         margin_histogram(d, args.plot, norm=args.norm, title=f"{Path(str(args.run)).name}: margins")
         print(f"wrote {args.plot}")
@@ -281,7 +281,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     MMA paper's Fig. 4: per-epoch margin histograms of the tracked train and test points.
     For a toy2d run, also the decision regions with each test point's l2 margin."""
     from .config import load_config
-    from .evaluate.plots import decision_boundary, margin_histograms_by_epoch, training_curves
+    from .evaluation.plots import decision_boundary, margin_histograms_by_epoch, training_curves
 
     run = Path(args.run)
     metrics = run / "metrics.jsonl"
@@ -325,8 +325,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     accuracy, AvgAcc, AvgRobAcc and robust accuracy per ε. Each input is a JSON report of
     `wideberth evaluate --json` or a run folder / checkpoint, evaluated here with --norm,
     --eps and --suite (all on the same first --n test examples)."""
-    from .evaluate.report import markdown_table, plot_robust_accuracy
-    from .evaluate.robustness import evaluate
+    from .evaluation.report import markdown_table, plot_robust_accuracy
+    from .evaluation.robustness import evaluate
 
     reports: dict[str, dict[str, Any]] = {}
     for item in args.inputs:
@@ -349,7 +349,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for flag in r.get("flags") or []:
             print(f"FLAG [{name}]: {flag}")
     if args.markdown:
-        from .train.checkpoint import atomic_write_text
+        from .fileio import atomic_write_text
 
         atomic_write_text(args.markdown, table)
         print(f"wrote {args.markdown}")
@@ -387,7 +387,7 @@ def cmd_minmax(args: argparse.Namespace) -> int:
     perturbation per group of K consecutive test images (§2b): ASR_gp (every image of the
     group fooled). `transforms RUN [--transforms table3|tableA5|tableA6]`: one perturbation
     per image robust over the paper's transformation set (§2c): ASR under every transform."""
-    from .evaluate.clean import model_device
+    from .evaluation.clean import model_device
     from .minmax.diagnostics import plot_weight_trajectory, save_weights, summarize_weights
 
     if args.kind != "ensemble" and len(args.runs) != 1:

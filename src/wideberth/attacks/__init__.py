@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .anpgd import ANPGD, ANPGDResult, an_pgd, an_pgd_attack, an_pgd_eval, average_margin
-from .apgd import APGD, APGDT, apgd, apgd_ce, apgd_checkpoints, apgd_dlr, apgd_dlr_targeted
+from .auto_pgd import APGD, APGDT, apgd, apgd_ce, apgd_checkpoints, apgd_dlr, apgd_dlr_targeted
 from .base import Attack, ModelLike, attack_context, loss_and_grad, prepare, random_start
 from .margin import (
     MarginResult,
@@ -43,8 +43,8 @@ from .margin import (
     margin_stats,
 )
 from .minimal import CWL2, FMN, MinimalNormResult, cw_l2, cw_l2_attack, fmn, fmn_attack
-from .pgd import FGM, FGSM, PGD, fgm, fgsm, pgd
-from .square import Square, square
+from .projected_gradient import FGM, FGSM, PGD, fgm, fgsm, pgd
+from .random_search import Square, square
 
 __all__ = [
     "ATTACK_NAMES",

@@ -243,7 +243,7 @@ def _an_pgd_core(
     """PGD at ``pgd_eps`` + ray bisection. ``start``: the scale the first bound update
     attributes the PGD point's loss to (None: its true scale; the eval quirk passes
     0.5·ε_max)."""
-    from .pgd import pgd
+    from .projected_gradient import pgd
 
     x = x.detach()
     x_pgd = pgd(

@@ -108,7 +108,7 @@ from .base import Batch, Method, MethodParams, StepContext
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data import IndexedTensors
-    from ..train.state import ExampleState
+    from ..example_state import ExampleState
 
 __all__ = [
     "AverageMargin",

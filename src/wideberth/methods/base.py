@@ -37,7 +37,7 @@ class Batch:
 class StepContext:
     """What a method may know about the step it is computing.
 
-    ``state`` is the run's :class:`~wideberth.train.state.ExampleState`; ``generator`` is a
+    ``state`` is the run's :class:`~wideberth.example_state.ExampleState`; ``generator`` is a
     ``torch.Generator`` on the batch's device, seeded from (run seed, global step), for any
     randomness the method needs (random starts of attacks), so that a resumed run repeats it.
     """

@@ -84,7 +84,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..minmax.apgda import weight_step
+from ..minmax.descent_ascent import weight_step
 from ..threat import ThreatModel, get_threat
 from .base import Batch, Method, MethodParams, StepContext
 from .pgd_at import _BN_MODES, _choice, _flag, _integer, _norm, _number, attack_forward

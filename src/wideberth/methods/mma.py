@@ -33,7 +33,7 @@ One step on a batch of ``m`` examples (specs/mma.md §3.3, §3.7), model in trai
    ones, at the batch's dataset indices. The ``max(ε_min, ·)`` floor on read makes a wrong
    example restart from ``ε_min``.
 
-Per-example state (:class:`~wideberth.train.state.ExampleState`, saved in checkpoints):
+Per-example state (:class:`~wideberth.example_state.ExampleState`, saved in checkpoints):
 
 * ``mma_eps`` – the stored ε (initialised to ``ε_min``).
 * ``mma_epoch`` – the epoch (0-based) of the example's last visit, ``-1`` before any.

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._modes import eval_mode
-from ..attacks.pgd import pgd
+from ..attacks.projected_gradient import pgd
 from ..config import ConfigError
 from ..threat import normalize_norm
 from .base import Batch, Method, MethodParams, StepContext

@@ -8,7 +8,7 @@ over K models (§2a) with its baselines and metrics, the universal perturbation 
 of K inputs (§2b) and the robust attack over K data transformations (§2c, EOT baseline).
 """
 
-from .apgda import (
+from .descent_ascent import (
     DELTA_MODES,
     INITS,
     APGDAResult,

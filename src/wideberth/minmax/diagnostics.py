@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..train.checkpoint import atomic_write_text
+from ..fileio import atomic_write_text
 
 __all__ = ["summarize_weights", "plot_weight_trajectory", "save_weights"]
 
@@ -57,11 +57,11 @@ def plot_weight_trajectory(
 ) -> Path:
     """Mean weight of each domain over the APGDA iterations, with the 10–90 % band over
     rows. ``w_trajectory``: [T+1, B, K]. Writes a PNG and returns its path."""
-    from ..evaluate.plots import _pyplot, _save
+    from ..figures import pyplot, save_figure
 
     if w_trajectory.dim() != 3:
         raise ValueError(f"w_trajectory must have shape [T+1, B, K]; got {list(w_trajectory.shape)}")
-    plt = _pyplot()
+    plt = pyplot()
     wt = w_trajectory.detach().double().cpu()
     labels = _names(wt.shape[2], names)
     t = torch.arange(wt.shape[0]).numpy()
@@ -79,7 +79,7 @@ def plot_weight_trajectory(
     ax.legend(fontsize=8)
     ax.set_title(title or "domain weights (mean, 10–90 % band)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_weights(w: Tensor, path: str | Path, names: Sequence[str] | None = None,

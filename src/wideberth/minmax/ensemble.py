@@ -4,7 +4,7 @@ One perturbation δ per input that should fool **all** K models at once:
 
     min_{δ ∈ X} max_{w ∈ P} Σ_i w_i f(δ; x, y, M_i) − (γ/2)‖w − 1/K‖²,
 
-solved by :func:`wideberth.minmax.apgda.apgda` with one row per image and one domain per
+solved by :func:`wideberth.minmax.apgda` with one row per image and one domain per
 model. ``f`` is the minimised C&W margin with confidence κ = 50 in the authors' code form
 ``relu(Z_y − max_{j≠y} Z_j + κ)`` = ``κ − cw_loss(logits, y, kappa=κ)`` (the same function
 as the paper's ``max{Z_y − max_{j≠y} Z_j, −κ}`` plus the constant κ: identical δ-gradients
@@ -42,7 +42,7 @@ from torch import Tensor
 from ..attacks.base import Attack, ModelLike, attack_context, prepare
 from ..losses import ce, cw_loss
 from ..threat import ThreatModel, normalize_norm
-from .apgda import APGDAResult, apgda, step_parameters
+from .descent_ascent import APGDAResult, apgda, step_parameters
 from .simplex import on_simplex
 
 __all__ = [

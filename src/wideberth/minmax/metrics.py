@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks.base import attack_context
-from ..attacks.pgd import pgd
+from ..attacks.projected_gradient import pgd
 from ..threat import normalize_norm
 
 __all__ = [

@@ -5,7 +5,7 @@ family ``p_j`` (the EOT generalisation):
 
     min_{δ ∈ X} max_{w ∈ P} Σ_j w_j E_{t ~ p_j}[ f(t(x + δ); y, M) ] − (γ/2)‖w − 1/K‖²,
 
-solved by :func:`wideberth.minmax.apgda.apgda` with one row per image and **one domain per
+solved by :func:`wideberth.minmax.apgda` with one row per image and **one domain per
 transformation** (F_j = attack loss of ``model(T_j(x + δ))``). ``f`` is the minimised C&W
 loss ``relu(Z_y − max_{j≠y} Z_j + κ)`` (κ = 50) or ``−CE``
 (:func:`wideberth.minmax.ensemble.attack_loss`). The identity ("ori") is one of the domains
@@ -43,7 +43,7 @@ from torch import Tensor
 from ..attacks.base import ModelLike, attack_context, prepare
 from ..threat import ThreatModel, normalize_norm
 from ..transforms import Transform, paper_transforms, parse_transform
-from .apgda import APGDAResult, apgda, step_parameters
+from .descent_ascent import APGDAResult, apgda, step_parameters
 from .ensemble import attack_loss
 
 __all__ = [

@@ -6,7 +6,7 @@ every image of the group:
     min_{δ ∈ X} max_{w ∈ P} Σ_i w_i f(δ; x_i, y_i, M) − (γ/2)‖w − 1/K‖²,
     X = {δ : ‖δ‖_p ≤ ε} ∩ ⋂_i [−x_i, 1 − x_i],
 
-solved by :func:`wideberth.minmax.apgda.apgda` with **one row per group** (δ[g], w[g]) and
+solved by :func:`wideberth.minmax.apgda` with **one row per group** (δ[g], w[g]) and
 **one domain per group member** (F_i = attack loss of image i under ``x_i + δ``). The box of
 a shared δ is the intersection of the K images' boxes, ``lo = max_i(−x_i)``,
 ``hi = min_i(1 − x_i)`` (spec §2b [I], §8.12), handed to the exact Prop-1 projection, so
@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ..attacks.base import ModelLike, attack_context, prepare
 from ..threat import ThreatModel, normalize_norm
-from .apgda import APGDAResult, apgda, step_parameters
+from .descent_ascent import APGDAResult, apgda, step_parameters
 from .ensemble import attack_loss
 
 __all__ = [

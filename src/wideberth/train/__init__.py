@@ -1,9 +1,9 @@
 """Training: the loop, per-example state, checkpoints and learning-rate schedules."""
 
+from ..example_state import ExampleState
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .schedule import lr_at
 from .selection import VALIDATION_METRICS, ValidationMetric, register_validation_metric
-from .state import ExampleState
 from .trainer import (
     Trainer,
     TrainingError,

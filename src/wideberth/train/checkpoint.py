@@ -28,6 +28,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..fileio import replace_atomically
+
 __all__ = [
     "FORMAT",
     "CheckpointError",
@@ -37,7 +39,6 @@ __all__ = [
     "read_checkpoint_meta",
     "optimizer_to_flat",
     "optimizer_from_flat",
-    "atomic_write_text",
 ]
 
 FORMAT = "wideberth-checkpoint/1"
@@ -58,37 +59,6 @@ class Checkpoint:
     rng: dict[str, Tensor]
     meta: dict[str, Any]
     method: dict[str, Tensor] = field(default_factory=dict)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _replace_atomically(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        _replace_atomically(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -163,7 +133,7 @@ def save_checkpoint(
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=header)
-        _replace_atomically(tmp, path)
+        replace_atomically(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config
-from ..evaluate.clean import clean_metrics
+from ..evaluation.clean import clean_metrics
 
 __all__ = ["ValidationMetric", "VALIDATION_METRICS", "register_validation_metric"]
 

@@ -32,14 +32,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .._version import __version__
 from ..config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from ..data import DataSplits, IndexedTensors, build_splits, iterate_batches, num_batches
-from ..evaluate.clean import clean_metrics
+from ..evaluation.clean import clean_metrics
+from ..example_state import ExampleState
+from ..fileio import atomic_write_text
 from ..methods import Batch, Method, StepContext, build_method
 from ..models import build_model
 from .checkpoint import (
-    atomic_write_text,
     load_checkpoint,
     optimizer_from_flat,
     read_checkpoint_meta,
@@ -47,7 +48,6 @@ from .checkpoint import (
 )
 from .schedule import lr_at
 from .selection import VALIDATION_METRICS
-from .state import ExampleState
 from .tracking import MarginTracker
 
 __all__ = [

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..figures import pyplot, save_figure
+
 __all__ = [
     "decision_boundary",
     "margin_histogram",
@@ -15,15 +17,6 @@ __all__ = [
     "margin_histograms_by_epoch",
     "training_curves",
 ]
-
-
-def _pyplot():  # type: ignore[no-untyped-def]
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def margin_histogram(
@@ -36,7 +29,7 @@ def margin_histogram(
 ) -> Path:
     """Histogram of per-example margins [N] (0 = misclassified; +inf = none found within
     the search range, drawn as a separate bar). Writes a PNG and returns its path."""
-    plt = _pyplot()
+    plt = pyplot()
     d = distances.detach().float().cpu()
     finite = d[torch.isfinite(d)]
     n_inf = int((~torch.isfinite(d)).sum())
@@ -57,7 +50,7 @@ def margin_histogram(
         ax.legend(loc="center right", fontsize=8)
     ax.set_xlim(left=0, right=max(float(finite.max()) if finite.numel() else 1.0, 1e-6) * 1.05)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def margin_histogram_grid(
@@ -76,7 +69,7 @@ def margin_histogram_grid(
     returns its path."""
     if not distances:
         raise ValueError("distances is empty: pass at least one model's margins")
-    plt = _pyplot()
+    plt = pyplot()
     ds = {k: v.detach().float().cpu().reshape(-1) for k, v in distances.items()}
     finite = [d[torch.isfinite(d)] for d in ds.values()]
     top = max((float(f.max()) for f in finite if f.numel()), default=0.0) or 1.0
@@ -101,18 +94,7 @@ def margin_histogram_grid(
         ax.set_xlabel(f"{norm} margin", fontsize=8)
     fig.suptitle(title or "margins (red: mean; misclassified = 0)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig: object, path: str | Path) -> Path:
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)  # type: ignore[attr-defined]
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def margin_histograms_by_epoch(
@@ -126,7 +108,7 @@ def margin_histograms_by_epoch(
     """MMA Fig. 4: one histogram of tracked margins per epoch, rotated 90° (margin on the
     vertical axis, count to the right), epochs side by side. ``records`` are the
     ``{"event": "margins"}`` lines of a run's ``metrics.jsonl``."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in records if r.get("event") == "margins" and r.get("split") == split]
     if not rows:
         raise ValueError(f"no tracked margins for split {split!r} (train with track.every > 0)")
@@ -146,12 +128,12 @@ def margin_histograms_by_epoch(
     axes[0].set_ylabel(f"{rows[0]['norm']} margin ({rows[0]['method']})")
     fig.suptitle(title or f"margins of {len(dists[0])} {split} points per epoch (red: median)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(records: list[dict], path: str | Path, *, title: str | None = None) -> Path:
     """Training loss and accuracy per epoch, with every logged validation metric."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in records if r.get("event") == "epoch"]
     if not rows:
         raise ValueError("no epoch records in metrics.jsonl")
@@ -169,7 +151,7 @@ def training_curves(records: list[dict], path: str | Path, *, title: str | None 
     ax2.legend(fontsize=8)
     fig.suptitle(title or "training curves", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def decision_boundary(
@@ -186,7 +168,7 @@ def decision_boundary(
     with the data points and, when ``margins`` [N] is given, each correctly classified
     point's ℓ2 margin drawn as a circle for up to ~40 points (misclassified points are
     marked with a cross)."""
-    plt = _pyplot()
+    plt = pyplot()
     from .._modes import eval_mode
 
     device = next(model.parameters()).device
@@ -229,4 +211,4 @@ def decision_boundary(
     if (~ok).any():
         ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -101,7 +101,7 @@ class MajorityVoteEnsemble(nn.Module):
     logits**: do not attack it with a CE/CW loss (only the tie-break term has a gradient);
     attack the members with :meth:`attack_view` and :class:`EnsembleLoss`, or call
     :func:`evaluate_ensemble`. Using it as the *target* of transfer attacks
-    (:mod:`wideberth.evaluate.transfer`) or for clean accuracy is fine.
+    (:mod:`wideberth.evaluation.transfer`) or for clean accuracy is fine.
 
     The members are submodules, so :func:`wideberth.attacks.base.attack_context` (and
     ``.eval()``, ``.to()``, ``state_dict``) handle them: eval mode and frozen parameters
@@ -324,7 +324,7 @@ def ensemble_attacks(
 ) -> list[AttackSpec]:
     """The MMA paper's ensemble attacks as a suite for an :class:`EnsembleAttackView`.
 
-    Built from the ``paper`` suite (:func:`wideberth.evaluate.robustness.suite_attacks`:
+    Built from the ``paper`` suite (:func:`wideberth.evaluation.robustness.suite_attacks`:
     its CE/CW restart split, step rule ε/4 or ε/40 for ℓ∞ MNIST, AdverTorch start) with
     ``steps`` iterations: ``naive-ce`` (N − N//2 restarts), ``naive-cw`` (N//2) and
     ``custom`` (N more), N = ``restarts`` (App. D: 50 for MNIST, 10 for CIFAR-10).
@@ -401,7 +401,7 @@ def evaluate_ensemble(
         batch_size, seed, state_file, progress: see :func:`wideberth.evaluate`.
 
     Returns:
-        :class:`wideberth.evaluate.robustness.EvalReport` with ``suite="ensemble"`` and the
+        :class:`wideberth.evaluation.robustness.EvalReport` with ``suite="ensemble"`` and the
         attack names ``naive-ce``, ``naive-cw``, ``custom``.
     """
     ensemble = members if isinstance(members, MajorityVoteEnsemble) else MajorityVoteEnsemble(members)

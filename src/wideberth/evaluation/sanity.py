@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks.base import attack_context
-from ..attacks.pgd import pgd
+from ..attacks.projected_gradient import pgd
 
 __all__ = [
     "unbounded_radius",
@@ -109,7 +109,7 @@ def black_box_check(
     if attack is None:
         if norm not in ("linf", "l2"):
             return []
-        from ..attacks.square import square as attack
+        from ..attacks.random_search import square as attack
     rows = robust_whitebox.nonzero().squeeze(1)
     if rows.numel() == 0:
         return []

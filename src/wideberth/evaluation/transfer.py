@@ -251,7 +251,7 @@ def transfer_success(
 
     Args:
         target: classifier ``[B, C, H, W] -> [B, K]`` (logits, or a
-            :class:`~wideberth.evaluate.ensemble.MajorityVoteEnsemble`: only its argmax is
+            :class:`~wideberth.evaluation.ensemble.MajorityVoteEnsemble`: only its argmax is
             used); evaluated in eval mode, modes restored.
         sources: non-empty list of classifiers with the same K (not ensembles: pass their
             members). Each is attacked by :func:`transfer_examples` (same seeds for all).
@@ -360,7 +360,7 @@ def combined_evaluation(
         batch_size, seed, progress: as in :func:`wideberth.evaluate`.
         whitebox: a finished white-box report of ``target`` on the same ``(x, y)``, norm and
             ε's (skips the white-box run). Required when the target is a
-            :class:`~wideberth.evaluate.ensemble.MajorityVoteEnsemble`: pass
+            :class:`~wideberth.evaluation.ensemble.MajorityVoteEnsemble`: pass
             ``evaluate_ensemble(...)``, the white-box attacks for ensembles.
         source_names: names in ``broken_by_source`` (default ``source0``, ``source1``, …).
 

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks.base import attack_context
+from ..figures import pyplot, save_figure
+from ..fileio import atomic_write_text
 from ..losses import get_loss
-from ..train.checkpoint import atomic_write_text
-from .plots import _pyplot, _save
 
 __all__ = ["markdown_table", "loss_along_ray", "plot_robust_accuracy", "plot_loss_slices", "write_report"]
 
@@ -68,7 +68,7 @@ def loss_along_ray(
 def plot_robust_accuracy(reports: Mapping[str, Mapping[str, Any]], path: str | Path, *,
                          title: str | None = None) -> Path:
     """Robust accuracy against ε, one line per report (ε = 0: clean accuracy)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for i, (name, r) in enumerate(reports.items()):
         eps = [0.0] + [float(e) for e in r["robust_accuracy"]]
@@ -84,13 +84,13 @@ def plot_robust_accuracy(reports: Mapping[str, Mapping[str, Any]], path: str | P
     ax.legend(fontsize=8)
     ax.set_title(title or "robust accuracy vs ε", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_loss_slices(curves: Tensor, path: str | Path, *, title: str | None = None,
                      loss: str = "LM") -> Path:
     """MMA Fig. 3: one line per example, the loss at positions 0, 0.1, …, 1 along x → x + δ."""
-    plt = _pyplot()
+    plt = pyplot()
     c = curves.detach().float().cpu()
     ts = torch.linspace(0, 1, c.shape[1])
     fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=120)
@@ -101,7 +101,7 @@ def plot_loss_slices(curves: Tensor, path: str | Path, *, title: str | None = No
     ax.set_ylabel(loss)
     ax.set_title(title or f"loss along {c.shape[0]} failed PGD perturbations", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(

@@ -45,11 +45,11 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_inputs
-from ..attacks.apgd import apgd_ce, apgd_dlr_targeted
+from ..attacks.auto_pgd import apgd_ce, apgd_dlr_targeted
 from ..attacks.base import attack_context, looks_like_probabilities, warn_if_probabilities
-from ..attacks.pgd import pgd
+from ..attacks.projected_gradient import pgd
+from ..fileio import atomic_write_text
 from ..threat import get_threat, normalize_norm
-from ..train.checkpoint import atomic_write_text
 from . import sanity as sanity_checks
 from .clean import model_device
 
@@ -317,7 +317,7 @@ def evaluate(
             success need not be, so this can report a point robust at a small ε that an
             independent run there would break): about one full attack per robust point
             instead of one per ε.
-        sanity: run the checks of :mod:`wideberth.evaluate.sanity` on the first
+        sanity: run the checks of :mod:`wideberth.evaluation.sanity` on the first
             ``sanity_n`` examples (PGD at an unbounded radius, zero input gradients, Square
             on the points the suite left robust at the largest ε) and add their flags.
 
