@@ -551,8 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="attack a model and report robust accuracy",
                        description=cmd_attack.__doc__)
     add_model_args(p)
-    p.add_argument("--attack", default="pgd",
-                   choices=list(ATTACK_NAMES))
+    p.add_argument("--attack", default="pgd", choices=list(ATTACK_NAMES) + ["apgd-dlr"],
+                   help="attack name (apgd-dlr: deprecated alias of apgd-t)")
     p.add_argument("--eps", type=float, required=True, help="perturbation budget")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--restarts", type=int, default=1)
