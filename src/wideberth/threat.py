@@ -387,7 +387,10 @@ class ThreatModel(ABC):
 
     # -- sampling -----------------------------------------------------------------------
     @abstractmethod
-    def _sample_ball(self, x: Tensor, eps: Tensor, noise: Noise) -> Tensor: ...
+    def sample_ball(self, x: Tensor, eps: Tensor, noise: Noise) -> Tensor:
+        """A perturbation ``[B, ...]`` drawn uniformly from the ε-ball (ε ``[B]`` or a
+        scalar tensor), with the random numbers taken from ``noise`` (not yet clipped to
+        the box)."""
 
     def random_init(
         self, x: Tensor, eps: float | Tensor, generator: torch.Generator | None = None
@@ -407,7 +410,7 @@ class ThreatModel(ABC):
         already inside the ball is just the clip to ``[-x, 1 - x]``).
         """
         e = as_batch_eps(eps, x)
-        delta = self._sample_ball(x, e, GeneratorNoise(generator, x.device, x.dtype))
+        delta = self.sample_ball(x, e, GeneratorNoise(generator, x.device, x.dtype))
         return self.project(delta, x, eps)
 
     # -- steps --------------------------------------------------------------------------
@@ -490,7 +493,7 @@ class LinfBall(ThreatModel):
     def dual_norm(self, g: Tensor) -> Tensor:
         return _flat(g).abs().sum(1)
 
-    def _sample_ball(self, x: Tensor, eps: Tensor, noise: Noise) -> Tensor:
+    def sample_ball(self, x: Tensor, eps: Tensor, noise: Noise) -> Tensor:
         u = noise.rand(x.shape)
         return (2 * u - 1) * eps
 
@@ -529,7 +532,7 @@ class L2Ball(ThreatModel):
     def dual_norm(self, g: Tensor) -> Tensor:
         return torch.linalg.vector_norm(_flat(g), dim=1)
 
-    def _sample_ball(self, x: Tensor, eps: Tensor, noise: Noise) -> Tensor:
+    def sample_ball(self, x: Tensor, eps: Tensor, noise: Noise) -> Tensor:
         b = x.shape[0]
         d = max(x[0].numel(), 1) if b > 0 else 1
         z = noise.randn(x.shape)
@@ -618,7 +621,7 @@ class L1Ball(ThreatModel):
             return f.new_zeros(f.shape[0])
         return f.abs().amax(1)
 
-    def _sample_ball(self, x: Tensor, eps: Tensor, noise: Noise) -> Tensor:
+    def sample_ball(self, x: Tensor, eps: Tensor, noise: Noise) -> Tensor:
         b = x.shape[0]
         d = max(x[0].numel(), 1) if b > 0 else 1
         u = noise.rand(x.shape)

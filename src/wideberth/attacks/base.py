@@ -107,7 +107,7 @@ def random_start(
 
     ``sampler(x, eps [B], noise) -> δ`` draws the raw start from ``noise`` (see
     :mod:`wideberth.noise`); it must lie in the ε-ball (default: uniform in the ε-ball,
-    ``threat._sample_ball``). It is then clipped to the box, which for a point of the ball
+    ``threat.sample_ball``). It is then clipped to the box, which for a point of the ball
     is its exact projection onto ball ∩ box. With ``generator`` the whole batch is drawn
     from it (reproducible given the generator's state). Without, each example draws from
     its own counter-based stream keyed by ``(seed, restart, content of x[i])``: the start
@@ -122,7 +122,7 @@ def random_start(
         mix = (seed * 1_000_003 + restart * 7_919) & ((1 << 63) - 1)
         noise = KeyedNoise([k ^ mix for k in example_keys(x)], x.device, x.dtype)
     if sampler is None:
-        delta = threat._sample_ball(x, as_batch_eps(e, x), noise)
+        delta = threat.sample_ball(x, as_batch_eps(e, x), noise)
     else:
         delta = sampler(x, e, noise)
     return clip_to_box(x, delta)

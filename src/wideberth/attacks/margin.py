@@ -263,7 +263,7 @@ def _ball_samples(
     for i, g in enumerate(generators):
         xi = x[i : i + 1].expand(n, *x.shape[1:])
         e = torch.full((n,) + (1,) * (x.dim() - 1), float(radius), dtype=x.dtype, device=x.device)
-        rows.append(xi + threat._sample_ball(xi, e, GeneratorNoise(g, x.device, x.dtype)))
+        rows.append(xi + threat.sample_ball(xi, e, GeneratorNoise(g, x.device, x.dtype)))
     return torch.cat(rows)
 
 

@@ -58,7 +58,7 @@ def advertorch_init(threat: ThreatModel, x: Tensor, eps: float | Tensor, noise: 
     clipped to the box. ℓ1 has no advertorch counterpart and uses ``uniform``.
     """
     if threat.name != "l2":
-        return clip_to_box(x, threat._sample_ball(x, as_batch_eps(eps, x), noise))
+        return clip_to_box(x, threat.sample_ball(x, as_batch_eps(eps, x), noise))
     z = noise.rand(x.shape)
     return threat.project_approx(z - x, x, eps)
 
@@ -71,7 +71,7 @@ def radial_init(threat: ThreatModel, x: Tensor, eps: float | Tensor, noise: Nois
     interior, and for ℓ2 PGD it is the stronger start (benchmarks/bench_pgd.py). It is the
     start of torchattacks' ``PGDL2``."""
     e = eps_vector(eps, x)
-    direction = threat.normalize(threat._sample_ball(x, as_batch_eps(e, x), noise))
+    direction = threat.normalize(threat.sample_ball(x, as_batch_eps(e, x), noise))
     radius = as_batch_eps(e * noise.rand((x.shape[0],)), x)
     return clip_to_box(x, direction * radius)
 

@@ -201,7 +201,7 @@ def _start(x: Tensor, init: str, threat: ThreatModel, eps: Tensor, lo: Tensor, h
     if init == "normal0.1_raw":
         return 0.1 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     noise = GeneratorNoise(generator, x.device, x.dtype)
-    return threat.project_box(threat._sample_ball(x, as_batch_eps(eps, x), noise), lo, hi, eps)
+    return threat.project_box(threat.sample_ball(x, as_batch_eps(eps, x), noise), lo, hi, eps)
 
 
 def _eval(domain_losses: DomainLosses, delta: Tensor, b: int, k: int | None,
