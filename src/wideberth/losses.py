@@ -22,9 +22,9 @@ Registry names (:func:`get_loss`) and per-example values, with ``LM = max_{j≠y
   ``fn(logits_adv, logits_clean)``.
 
 References: LM/SLM and Propositions 2.3–2.4 – Ding et al., MMA training, ICLR 2020
-(specs/mma.md §1.2–1.3, §1.6); CW – Carlini & Wagner 2017; DLR – Croce & Hein,
-AutoAttack, ICML 2020; KL – Zhang et al., TRADES, ICML 2019 (specs/trades-and-average-margin.md
-B2.5).
+(§2, Eqs. 1–2 and §2.2, Eqs. 5–6); CW – Carlini & Wagner, IEEE S&P 2017; DLR – Croce &
+Hein, AutoAttack, ICML 2020, §4; KL – Zhang et al., TRADES, ICML 2019, Eq. 5 and the
+authors' ``trades_loss``.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def ce(logits: Tensor, y: Tensor, reduction: str = "none") -> Tensor:
 
 
 def logit_margin(logits: Tensor, y: Tensor, reduction: str = "none") -> Tensor:
-    """Logit margin loss ``L^LM = max_{j≠y} f_j − f_y`` (MMA, specs/mma.md §1.2).
+    """Logit margin loss ``L^LM = max_{j≠y} f_j − f_y`` (Ding et al., MMA, ICLR 2020, §2, Eq. 2).
 
     Negative ⇔ correctly classified; ``>= 0`` ⇔ misclassified (ties count as wrong). Its
     zero level set is the decision boundary of class ``y``. Requires ``K >= 2``.
@@ -125,10 +125,10 @@ def logit_margin(logits: Tensor, y: Tensor, reduction: str = "none") -> Tensor:
 
 
 def soft_logit_margin(logits: Tensor, y: Tensor, reduction: str = "none") -> Tensor:
-    """Soft logit margin ``L^SLM = log Σ_{j≠y} exp f_j − f_y`` (MMA §2.2, specs/mma.md §1.3).
+    """Soft logit margin ``L^SLM = log Σ_{j≠y} exp f_j − f_y`` (Ding et al., MMA, ICLR 2020, §2.2).
 
     A masked, numerically stable logsumexp over the non-true classes (works for ``K = 2``,
-    where it equals LM). Facts (specs/mma.md §1.6): ``LM <= SLM <= LM + log(K − 1)``,
+    where it equals LM). Facts (MMA Props. 2.3–2.4): ``LM <= SLM <= LM + log(K − 1)``,
     ``CE = log(1 + exp(SLM)) = softplus(SLM)``, hence ``∇CE = σ(SLM)·∇SLM = (1 − p_y)·∇SLM``
     (Prop. 2.4): sign/normalised-gradient PGD iterates under CE and SLM coincide.
     ``SLM < 0 ⇔ p_y > 1/2``.
@@ -149,7 +149,7 @@ slm = soft_logit_margin
 
 def is_misclassified(logits: Tensor, y: Tensor) -> Tensor:
     """Boolean ``[B]``: ``LM >= 0``, i.e. wrong prediction with ties counted as wrong
-    (specs/mma.md §1.2, §9.23). Stricter than ``logits.argmax(1) != y`` on ties."""
+    (MMA, ICLR 2020, Eq. 2 and the set S⁻ of §3: ties are errors). Stricter than ``logits.argmax(1) != y`` on ties."""
     with torch.no_grad():
         return logit_margin(logits.detach(), y) >= 0
 
@@ -177,7 +177,8 @@ def cw_loss(
       equal to ``κ − min(LM, κ)``, so identical gradients). It stops pushing once the
       example is misclassified by margin ``κ``.
     * ``form="advertorch"`` (default ``kappa = 50``): ``max(LM + κ, 0)`` – AdverTorch /
-      MMA-code ``cw_loss``, used by MMA's evaluation PGD (specs/mma.md §1.3, ambiguity A10).
+      MMA-code ``cw_loss``, used by MMA's evaluation PGD (the authors' released evaluation; the
+      paper's footnote 10 writes ``min{LM, 0}``, the ``form="min"`` above).
       Same gradient as LM whenever ``LM > −κ``, and it keeps pushing after
       misclassification; zero gradient for examples classified correctly by more than ``κ``.
 
@@ -254,7 +255,7 @@ def trades_kl(logits_adv: Tensor, logits_clean: Tensor, reduction: str = "none")
     """TRADES robustness term ``KL(p_clean ‖ p_adv) = Σ_k p_clean,k (log p_clean,k − log p_adv,k)``.
 
     The direction matches the TRADES code ``nn.KLDivLoss(log_softmax(f(x')), softmax(f(x)))``
-    (specs/trades-and-average-margin.md B2.5): the clean distribution is the *target*. Not
+    (Zhang et al., TRADES, ICML 2019, Eq. 5; the authors' ``trades_loss``): the clean distribution is the *target*. Not
     symmetric. Gradients flow through both arguments (TRADES does not detach the clean
     branch); detach ``logits_clean`` yourself if you want a fixed target.
 
