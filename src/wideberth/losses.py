@@ -22,7 +22,7 @@ Registry names (:func:`get_loss`) and per-example values, with ``LM = max_{j≠y
   ``fn(logits_adv, logits_clean)``.
 
 References: LM/SLM and Propositions 2.3–2.4 – Ding et al., MMA training, ICLR 2020
-(§2, Eqs. 1–2 and §2.2, Eqs. 5–6); CW – Carlini & Wagner, IEEE S&P 2017; DLR – Croce &
+(§1.2, Eqs. 1–2; §2.2, Props. 2.3–2.4, Eqs. 5–6); CW – Carlini & Wagner, IEEE S&P 2017; DLR – Croce &
 Hein, AutoAttack, ICML 2020, §4; KL – Zhang et al., TRADES, ICML 2019, Eq. 5 and the
 authors' ``trades_loss``.
 """
@@ -110,7 +110,7 @@ def ce(logits: Tensor, y: Tensor, reduction: str = "none") -> Tensor:
 
 
 def logit_margin(logits: Tensor, y: Tensor, reduction: str = "none") -> Tensor:
-    """Logit margin loss ``L^LM = max_{j≠y} f_j − f_y`` (Ding et al., MMA, ICLR 2020, §2, Eq. 2).
+    """Logit margin loss ``L^LM = max_{j≠y} f_j − f_y`` (Ding et al., MMA, ICLR 2020, §1.2).
 
     Negative ⇔ correctly classified; ``>= 0`` ⇔ misclassified (ties count as wrong). Its
     zero level set is the decision boundary of class ``y``. Requires ``K >= 2``.
@@ -149,7 +149,7 @@ slm = soft_logit_margin
 
 def is_misclassified(logits: Tensor, y: Tensor) -> Tensor:
     """Boolean ``[B]``: ``LM >= 0``, i.e. wrong prediction with ties counted as wrong
-    (MMA, ICLR 2020, Eq. 2 and the set S⁻ of §3: ties are errors). Stricter than ``logits.argmax(1) != y`` on ties."""
+    (MMA, ICLR 2020, §2, Eq. 3: S⁻ = {LM ≥ 0}, so ties are errors). Stricter than ``logits.argmax(1) != y`` on ties."""
     with torch.no_grad():
         return logit_margin(logits.detach(), y) >= 0
 
