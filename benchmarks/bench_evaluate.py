@@ -34,10 +34,10 @@ import torch
 
 from wideberth import data
 from wideberth.evaluation.robustness import evaluate
+from wideberth.example_state import ExampleState
 from wideberth.methods.base import Batch, StepContext
 from wideberth.methods.pgd_at import PGDAT, PGDATParams
 from wideberth.models import build_model
-from wideberth.train.state import ExampleState
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

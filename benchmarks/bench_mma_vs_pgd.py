@@ -42,13 +42,13 @@ from torch import Tensor, nn
 
 from wideberth import data
 from wideberth.config import MethodConfig
+from wideberth.example_state import ExampleState
 from wideberth.losses import soft_logit_margin
 from wideberth.methods import build_method
 from wideberth.methods.base import Batch, Method, StepContext
 from wideberth.methods.mma import MMA, STATUS_WRONG, MMAParams
 from wideberth.methods.pgd_at import PGDAT, PGDATParams
 from wideberth.models import build_model
-from wideberth.train.state import ExampleState
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
