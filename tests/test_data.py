@@ -498,7 +498,7 @@ def test_registry(monkeypatch, tmp_path):
     assert D.DATASETS["toy2d"].input_shape == (1, 1, 2)
     for name in ("mnist", "fashion-mnist"):
         assert sorted(D.REMOTE[name].files) == sorted(
-            f for pair in D._IDX_FILES.values() for f in pair
+            f for pair in D.IDX_FILES.values() for f in pair
         )
     with pytest.raises(D.DataError, match="unknown dataset 'nope'.*digits"):
         D.load_split("nope", "train")
