@@ -1,11 +1,14 @@
-"""Unified min-max framework (Wang et al., *Adversarial attack generation empowered by
-min-max optimization*; specs/minmax.md).
+"""Unified min-max framework (Wang et al. 2021, *Adversarial attack generation empowered by
+min-max optimization*, NeurIPS).
 
-Core: :func:`apgda` (Algorithm 1, alternating projected descent on δ over an ℓ∞/ℓ2/ℓ1 ball ∩
-box and projected ascent on per-row domain weights w on the simplex) with the average-loss
-and fixed-weight baselines, the exact simplex projection, and the robust ensemble attack
-over K models (§2a) with its baselines and metrics, the universal perturbation over a group
-of K inputs (§2b) and the robust attack over K data transformations (§2c, EOT baseline).
+Core: :func:`apgda` (§3.1 Algorithm 1, alternating projected descent on δ over an
+ℓ∞/ℓ2/ℓ1 ball ∩ box and projected ascent on per-row domain weights w on the simplex) with
+the average-loss and fixed-weight baselines, and the exact simplex projection. One driver
+(:mod:`~wideberth.minmax.problem`: :class:`DomainProblem`, :func:`solve`,
+:class:`MinMaxResult`) runs the three robust attacks of §2.2, each a small adapter: the
+ensemble attack over K models (eq. (5)) with its baselines and metrics, the universal
+perturbation over a group of K inputs (eq. (6)) and the robust attack over K data
+transformations (eq. (7), EOT baseline).
 """
 
 from .descent_ascent import (
