@@ -36,6 +36,7 @@ from .ensemble import (
     lift,
 )
 from .metrics import MultiNormMetrics, multi_norm_metrics, worst_case_auc
+from .problem import DomainProblem, MinMaxResult, solve
 from .simplex import on_simplex, project_simplex, project_simplex_bisection
 from .transforms_attack import (
     TRANSFORM_HPARAMS,
@@ -63,10 +64,12 @@ __all__ = [
     "APGDAResult",
     "DEFAULT_HPARAMS",
     "DELTA_MODES",
+    "DomainProblem",
     "ENSEMBLE_METHODS",
     "EnsembleMetrics",
     "EnsembleResult",
     "INITS",
+    "MinMaxResult",
     "MinMaxEnsembleAttack",
     "MultiNormMetrics",
     "TRANSFORM_HPARAMS",
@@ -94,6 +97,7 @@ __all__ = [
     "project_simplex",
     "project_simplex_bisection",
     "resolve_transforms",
+    "solve",
     "transform_attack",
     "transform_domain_losses",
     "transform_metrics",
