@@ -1,4 +1,4 @@
-"""Applications of the unified min-max framework (Wang et al., specs/minmax.md §2b, §2c):
+"""Applications of the unified min-max framework (Wang et al. 2021, §2.2 eqs. (6), (7)):
 the universal perturbation over a group of K inputs and the robust attack over K data
 transformations (APGDA vs the average-loss / EOT baselines)."""
 
@@ -50,7 +50,7 @@ def data(n: int, c: int = 1, s: int = 4, classes: int = 5, seed: int = 1):
 
 
 # --------------------------------------------------------------------------------------
-# universal perturbation (§2b)
+# universal perturbation (eq. (6))
 # --------------------------------------------------------------------------------------
 
 
@@ -173,7 +173,7 @@ def test_universal_bad_input():
 
 
 # --------------------------------------------------------------------------------------
-# robust attack over transformations (§2c)
+# robust attack over transformations (eq. (7))
 # --------------------------------------------------------------------------------------
 
 

@@ -1,8 +1,10 @@
-"""Core of the unified min-max framework (Wang et al., specs/minmax.md §1, §2a, §3):
-simplex projection, APGDA (Algorithm 1) and the robust ensemble attack."""
+"""Core of the unified min-max framework (Wang et al. 2021, *Adversarial attack generation
+empowered by min-max optimization*, §2.1, §2.2 eq. (5), §3): simplex projection, APGDA
+(Algorithm 1), the min-max driver and the robust ensemble attack."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -15,6 +17,8 @@ from torch import nn
 from wideberth.attacks.projected_gradient import pgd
 from wideberth.losses import ce
 from wideberth.minmax import (
+    DomainProblem,
+    MinMaxResult,
     apgda,
     apgda_average,
     apgda_fixed,
@@ -25,6 +29,7 @@ from wideberth.minmax import (
     on_simplex,
     project_simplex,
     project_simplex_bisection,
+    solve,
     weight_step,
 )
 from wideberth.threat import get_threat
@@ -214,7 +219,7 @@ def test_feasible_iterates_and_simplex_weights(norm, eps, init):
 
 
 def test_group_box_for_a_shared_delta():
-    """Universal-style reuse: one δ per group of 3 images, box = intersection (spec §2b)."""
+    """Universal-style reuse: one δ per group of 3 images, box = intersection (eq. (6))."""
     model = _mlp(11)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -234,6 +239,38 @@ def test_group_box_for_a_shared_delta():
         assert bool((xa >= -1e-7).all() and (xa <= 1 + 1e-7).all())
         assert bool((torch.linalg.vector_norm(d.flatten(1), dim=1) <= 1.0 + 1e-5).all())
     assert res.w.shape == (4, 3)
+
+
+def test_driver_is_one_apgda_call_with_the_baselines():
+    """The driver (DomainProblem + solve) on a custom domain problem: the default (α, β, γ),
+    the learned / uniform / fixed weights and the result are those of one apgda call."""
+    models = [_mlp(s) for s in (1, 2, 3)]
+    x, y = _data(5, seed=2)
+    fn = _mlp_losses(models, x, y)
+    problem = DomainProblem(models=models, rows=x, losses=lambda: fn, k=3,
+                            defaults={"l2": (0.5, 0.25, 2.0)}, inputs=(x, y))
+    kw = dict(norm="l2", eps=0.6, steps=5, alpha=None, beta=None, gamma=None, seed=4,
+              init="uniform_proj", record_delta=True)
+    core = dict(norm="l2", eps=0.6, steps=5, alpha=0.5, beta=0.25, gamma=2.0, seed=4,
+                init="uniform_proj", record_delta=True)
+    mm = solve(problem, method="minmax", **kw)
+    ref = apgda(fn, x, **core)
+    assert isinstance(mm, MinMaxResult) and mm.method == "minmax"
+    assert torch.equal(mm.delta, ref.delta) and torch.equal(mm.w, ref.w)
+    assert torch.equal(mm.w_trajectory, ref.w_trajectory)
+    assert torch.equal(mm.loss_trajectory, ref.loss_trajectory)
+    assert torch.equal(mm.delta_trajectory, ref.delta_trajectory)
+    assert torch.equal(mm.x_adv, (x + ref.delta).clamp(0, 1))
+    avg = solve(problem, method="avg", **kw)
+    assert torch.equal(avg.delta, apgda_average(fn, x, **core).delta)
+    assert torch.allclose(avg.w, torch.full((5, 3), 1 / 3))
+    wf = torch.tensor([0.2, 0.3, 0.5])
+    fixed = solve(dataclasses.replace(problem, weights=wf), method="fixed", **kw)
+    assert torch.equal(fixed.delta, apgda_fixed(fn, x, wf, **core).delta)
+    with pytest.raises(ValueError, match="weights"):
+        solve(dataclasses.replace(problem, weights=[0.5, 0.5]), method="fixed", **kw)
+    single = solve(dataclasses.replace(problem, single_domain=True), method="avg", **kw)
+    assert single.w is None and single.w_trajectory is None
 
 
 def test_apgda_bad_input():
@@ -266,7 +303,7 @@ def test_apgda_bad_input():
 
 
 # --------------------------------------------------------------------------------------
-# ensemble attack (§2a)
+# ensemble attack (eq. (5))
 # --------------------------------------------------------------------------------------
 
 

@@ -1,11 +1,14 @@
-"""Unified min-max framework (Wang et al., *Adversarial attack generation empowered by
-min-max optimization*; specs/minmax.md).
+"""Unified min-max framework (Wang et al. 2021, *Adversarial attack generation empowered by
+min-max optimization*, NeurIPS).
 
-Core: :func:`apgda` (Algorithm 1, alternating projected descent on δ over an ℓ∞/ℓ2/ℓ1 ball ∩
-box and projected ascent on per-row domain weights w on the simplex) with the average-loss
-and fixed-weight baselines, the exact simplex projection, and the robust ensemble attack
-over K models (§2a) with its baselines and metrics, the universal perturbation over a group
-of K inputs (§2b) and the robust attack over K data transformations (§2c, EOT baseline).
+Core: :func:`apgda` (§3.1 Algorithm 1, alternating projected descent on δ over an
+ℓ∞/ℓ2/ℓ1 ball ∩ box and projected ascent on per-row domain weights w on the simplex) with
+the average-loss and fixed-weight baselines, and the exact simplex projection. One driver
+(:mod:`~wideberth.minmax.problem`: :class:`DomainProblem`, :func:`solve`,
+:class:`MinMaxResult`) runs the three robust attacks of §2.2, each a small adapter: the
+ensemble attack over K models (eq. (5)) with its baselines and metrics, the universal
+perturbation over a group of K inputs (eq. (6)) and the robust attack over K data
+transformations (eq. (7), EOT baseline).
 """
 
 from .descent_ascent import (
@@ -33,6 +36,7 @@ from .ensemble import (
     lift,
 )
 from .metrics import MultiNormMetrics, multi_norm_metrics, worst_case_auc
+from .problem import DomainProblem, MinMaxResult, solve
 from .simplex import on_simplex, project_simplex, project_simplex_bisection
 from .transforms_attack import (
     TRANSFORM_HPARAMS,
@@ -60,10 +64,12 @@ __all__ = [
     "APGDAResult",
     "DEFAULT_HPARAMS",
     "DELTA_MODES",
+    "DomainProblem",
     "ENSEMBLE_METHODS",
     "EnsembleMetrics",
     "EnsembleResult",
     "INITS",
+    "MinMaxResult",
     "MinMaxEnsembleAttack",
     "MultiNormMetrics",
     "TRANSFORM_HPARAMS",
@@ -91,6 +97,7 @@ __all__ = [
     "project_simplex",
     "project_simplex_bisection",
     "resolve_transforms",
+    "solve",
     "transform_attack",
     "transform_domain_losses",
     "transform_metrics",

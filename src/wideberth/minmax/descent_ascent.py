@@ -1,36 +1,38 @@
 """APGDA: alternating projected gradient descent (on δ) / ascent (on domain weights w).
 
-Wang et al., *Adversarial attack generation empowered by min-max optimization* (the unified
-min-max framework; the ICLR-2020 submission calls Algorithm 1 "APGD", renamed APGDA here to
-avoid a clash with Croce & Hein's Auto-PGD). specs/minmax.md §1. Problem (12):
+Wang et al. (2021), *Adversarial attack generation empowered by min-max optimization*,
+§3.1, Algorithm 1 (the 2020 preprint calls it "APGD", renamed APGDA here to avoid a clash
+with Croce & Hein's Auto-PGD). Problem (12):
 
     min_{δ ∈ X} max_{w ∈ P}  Σ_i w_i F_i(δ) − (γ/2) ‖w − 1/K‖²,
     X = {δ : ‖δ‖_p ≤ ε, lo ≤ δ ≤ hi}   (lo = −x, hi = 1 − x by default)
 
 ``F_i`` is an **attack loss** (minimised over δ: small = attack success); its weight is
 **maximised**, so the domain hardest to attack gets the largest weight. Algorithm 1, one
-iteration t = 1..T (Gauss–Seidel order, spec §1.3, §8.4):
+iteration t = 1..T (Gauss–Seidel order: the w-step uses the losses at the new δ(t)):
 
     δ(t) = proj_X(δ(t−1) − α·step(∇_δ Σ_i w_i(t−1) F_i(δ(t−1))))           (13)
     φ(t) = [F_1(δ(t)), ..., F_K(δ(t))]               (losses at the NEW δ)
     w(t) = proj_P(w(t−1) + β·(φ(t) − γ·(w(t−1) − 1/K)))                   (14)
 
-The regulariser is centred at the uniform vector 1/K (§8.5), the simplex projection is the
-exact Euclidean one (§8.6), the projection onto X is the exact ball ∩ box projection of
-:mod:`wideberth.threat` (Prop. 1, §8.8). Output: the **last** iterate δ(T) (no best-iterate
-selection, §1.6), the final w(T), and the trajectories of w and of the per-domain losses.
+The regulariser of (4) is centred at the uniform vector 1/K (not at 0), the simplex
+projection in (14) is the exact Euclidean one, the projection onto X is the exact ball ∩ box
+projection of Prop. 1 (:mod:`wideberth.threat`; not "project onto the ball, then clip").
+Output: the **last** iterate δ(T) (no best-iterate selection, as the authors' code), the
+final w(T), and the trajectories of w and of the per-domain losses.
 
 Cost: one forward pass of ``domain_losses`` per iteration (T + 1 in all) and one backward:
 the forward at δ(t) gives φ(t) for the w-step and, kept with its graph, the gradient
-``∇_δ Σ_i w_i(t) F_i(δ(t))`` (w detached) for the next δ-step (spec §1.3 "efficient exact
-schedule").
+``∇_δ Σ_i w_i(t) F_i(δ(t))`` (w detached) for the next δ-step, so APGDA costs about what
+PGD costs (§3.1).
 
-Reuse by the applications (spec §2): the core only sees a function ``δ ↦ F(δ)`` of shape
-``[B, K]``: B independent min-max problems ("rows", each with its own δ[b] and w[b]) and K
-domains. The ensemble attack (§2a) has one row per image and one domain per model; the
-universal perturbation (§2b) one row per group (δ shared by the group; pass the group's
-intersection box as ``lo``/``hi``) and one domain per group member; the transformation
-attack (§2c) one row per image and one domain per transformation family.
+Reuse by the applications (§2.2, eqs. (5)–(7); :mod:`wideberth.minmax.problem`): the core
+only sees a function ``δ ↦ F(δ)`` of shape ``[B, K]``: B independent min-max problems
+("rows", each with its own δ[b] and w[b]) and K domains. The ensemble attack has one row
+per image and one domain per model; the universal perturbation one row per group (δ shared
+by the group; pass the group's intersection box as ``lo``/``hi``) and one domain per group
+member; the transformation attack one row per image and one domain per transformation
+family.
 
 Baselines of the paper that live in the core: ``update_w=False`` keeps ``w`` at ``w0``:
 with ``w0=None`` (uniform) this is the **average-loss** attack (ensemble PGD / EOT / the
@@ -54,8 +56,8 @@ from ..threat import ThreatModel, as_batch_eps, eps_vector, get_threat
 from .simplex import on_simplex, project_simplex
 
 __all__ = [
-    "step_parameters",
     "APGDAResult",
+    "DomainLosses",
     "DELTA_MODES",
     "INITS",
     "apgda",
@@ -65,23 +67,25 @@ __all__ = [
     "weight_step",
 ]
 
-#: δ-step rules (spec §1.7): the paper's raw gradient (13), the sign of the gradient, or the
-#: gradient normalised in the dual sense of [C] (ℓ∞: sign, ℓ2: g/‖g‖₂, ℓ1: g/‖g‖₁).
+#: δ-step rules: the paper's raw gradient (13), the sign of the gradient, or the gradient
+#: normalised as the authors' code's ``normalize`` option (ℓ∞: sign, ℓ2: g/‖g‖₂, ℓ1: g/‖g‖₁).
 DELTA_MODES: tuple[str, ...] = ("raw", "sign", "normalized")
 
-#: δ(0) choices (spec §1.6): 0; N(0, 0.1²) i.i.d. *not* projected before the first gradient
-#: (the authors' code for the ensemble/EOT attacks); uniform in the ball, projected onto X.
+#: δ(0) choices (Algorithm 1 only says "given"): 0; N(0, 0.1²) i.i.d. *not* projected before
+#: the first gradient (the authors' code for the ensemble/EOT attacks); uniform in the ball,
+#: projected onto X.
 INITS: tuple[str, ...] = ("zero", "normal0.1_raw", "uniform_proj")
 
 _INIT_ALIASES = {"zero": "zero", "normal": "normal0.1_raw", "normal0.1_raw": "normal0.1_raw",
                  "uniform": "uniform_proj", "uniform_proj": "uniform_proj"}
 
+#: ``δ ↦ F(δ)``: δ ``[B, ...]`` to the ``[B, K]`` attack losses of the K domains.
 DomainLosses = Callable[[Tensor], Tensor]
 
 
 @dataclass
 class APGDAResult:
-    """Output of :func:`apgda` (Wang et al., min-max framework, Algorithm 1).
+    """Output of :func:`apgda` (Wang et al. 2021, §3.1, Algorithm 1).
 
     Attributes:
         delta: final perturbation δ(T), shape of ``x`` ``[B, ...]`` (the last iterate; for
@@ -110,25 +114,12 @@ def uniform_weights(b: int, k: int, like: Tensor) -> Tensor:
     return torch.full((b, k), 1.0 / k, dtype=like.dtype, device=like.device)
 
 
-def step_parameters(
-    defaults: dict[str, tuple[float, float, float]],
-    norm: str,
-    alpha: float | Tensor | None,
-    beta: float | None,
-    gamma: float | None,
-) -> tuple[float | Tensor, float, float]:
-    """``(α, β, γ)``: the given values, each ``None`` replaced by an application's default
-    for the canonical ``norm`` (``defaults[norm]``)."""
-    a0, b0, g0 = defaults[norm]
-    return (a0 if alpha is None else alpha, b0 if beta is None else beta,
-            g0 if gamma is None else gamma)
-
-
 def weight_step(w: Tensor, phi: Tensor, beta: float, gamma: float) -> Tensor:
-    """One projected-ascent step (14) of the inner maximisation (Wang et al., min-max).
+    """One projected-ascent step (14) of the inner maximisation (Wang et al. 2021, §3.1).
 
     ``w ← proj_P(w + β (φ − γ (w − 1/K)))``, row by row. With ``β = 1/γ`` it lands on the
-    inner maximiser ``proj_P(1/K + φ/γ)`` from any ``w`` (spec §1.5).
+    inner maximiser ``proj_P(1/K + φ/γ)`` from any ``w`` (the objective of (14) is
+    γ-strongly concave in w, so that maximiser is unique).
 
     Args:
         w: current weights ``[B, K]`` (rows on the simplex).
@@ -147,10 +138,7 @@ def _descent_direction(g: Tensor, mode: str, threat: ThreatModel) -> Tensor:
         return g
     if mode == "sign" or threat.name == "linf":
         return torch.sign(g)
-    flat = g.reshape(g.shape[0], -1)
-    n = flat.abs().sum(1) if threat.name == "l1" else torch.linalg.vector_norm(flat, dim=1)
-    n = torch.where(n > 0, n, torch.ones_like(n))  # a zero gradient gives a zero step
-    return g / n.reshape((-1,) + (1,) * (g.dim() - 1))
+    return threat.normalize(g)  # g / ‖g‖_p per row; a zero gradient gives a zero step
 
 
 def _check_scalar(name: str, v: float, allow_inf: bool = False) -> float:
@@ -238,7 +226,7 @@ def apgda(
     hi: Tensor | None = None,
     record_delta: bool = False,
 ) -> APGDAResult:
-    """APGDA (Algorithm 1 of Wang et al., min-max framework): min over δ ∈ ℓp-ball ∩ box,
+    """APGDA (Wang et al. 2021, §3.1, Algorithm 1): min over δ ∈ ℓp-ball ∩ box,
     max over per-row domain weights w ∈ simplex of ``Σ_i w_i F_i(δ) − (γ/2)‖w − 1/K‖²``.
 
     Norms: ``"linf"``, ``"l2"``, ``"l1"`` (exact ball ∩ box projection, Prop. 1).
@@ -256,11 +244,12 @@ def apgda(
         eps: ball radius, float or ``[B]``.
         steps: T ≥ 0 iterations.
         alpha: δ step size α (float or ``[B]``). For ``delta_mode="raw"`` the paper's values
-            are reciprocals (e.g. α = 1/4, spec §5.4, §8.1).
+            are reciprocals (e.g. α = 1/4; App. C.2 prints the denominators).
         beta: w step size β ≥ 0. gamma: regularisation γ ≥ 0; ``math.inf`` means the
             average problem (w ≡ 1/K; ``w0`` must then be None).
         delta_mode: ``"raw"`` (eq. 13, default, reproduces the paper), ``"sign"``, or
-            ``"normalized"`` (ℓ∞ sign, ℓ2 g/‖g‖₂, ℓ1 g/‖g‖₁ per row; spec §1.7).
+            ``"normalized"`` (ℓ∞ sign, ℓ2 g/‖g‖₂, ℓ1 g/‖g‖₁ per row, the authors' code's
+            ``normalize`` option).
         w0: initial weights ``[K]`` or ``[B, K]`` on the simplex; default uniform 1/K.
         update_w: False keeps w at w0 (average-loss / fixed-weight baselines).
         init: ``"zero"`` (default), ``"normal0.1_raw"`` (N(0, 0.1²), unprojected before the
@@ -268,7 +257,7 @@ def apgda(
             ball, projected onto X); aliases ``"normal"``, ``"uniform"``.
         seed, generator: randomness of the start (a generator on x's device wins).
         lo, hi: optional box for δ, broadcastable to x, with ``lo <= 0 <= hi`` (e.g. the
-            intersection ``max_i(−x_i)``, ``min_i(1 − x_i)`` over a group, spec §2b).
+            intersection ``max_i(−x_i)``, ``min_i(1 − x_i)`` over a group, eq. (6)).
         record_delta: also return δ(0..T) (memory: T + 1 copies of δ).
 
     Returns:
@@ -351,9 +340,10 @@ def apgda(
 
 
 def apgda_average(domain_losses: DomainLosses, x: Tensor, **kwargs: object) -> APGDAResult:
-    """Average-loss baseline (problem (1) with w ≡ 1/K, the γ → ∞ limit of Wang et al.'s
-    min-max problem): :func:`apgda` with ``update_w=False`` and uniform ``w0``, so the same
-    α, T, init, step rule and projection as the min-max run (spec §2a "avg.", §8.14).
+    """Average-loss baseline (Wang et al. 2021: problem (1) with w ≡ 1/K, the γ → ∞ limit of the
+    min-max problem; the "avg." of §4.1): :func:`apgda` with ``update_w=False`` and uniform
+    ``w0``, so the same α, T, init, step rule and projection as the min-max run (as the
+    authors' code, ``fixed_w=True``).
     Shapes as in :func:`apgda`."""
     if "w0" in kwargs or "update_w" in kwargs:
         raise ValueError("apgda_average fixes w0 = 1/K and update_w = False")
@@ -363,7 +353,7 @@ def apgda_average(domain_losses: DomainLosses, x: Tensor, **kwargs: object) -> A
 def apgda_fixed(
     domain_losses: DomainLosses, x: Tensor, weights: Tensor, **kwargs: object
 ) -> APGDAResult:
-    """Fixed-weight baseline (Wang et al., min-max framework, Table A4 ``w_prior``,
+    """Fixed-weight baseline (Wang et al. 2021, App. D.2, Table A4 ``w_prior``,
     ``w_static``, ``w_{c+d}``): descent on ``Σ_i w_i F_i`` with the given weights ``[K]`` or
     ``[B, K]`` (on the simplex) held fixed. Shapes as in :func:`apgda`."""
     if "w0" in kwargs or "update_w" in kwargs:

@@ -1,5 +1,6 @@
-"""Domain weights as a diagnostic (specs/minmax.md §4): which model, input or transformation
-is hardest to attack, summarised, saved and plotted.
+"""Domain weights as a diagnostic (Wang et al. 2021, *Adversarial attack generation empowered
+by min-max optimization*, §4.1 Fig. 1c, App. F Tables A9/A10): which model, input or
+transformation is hardest to attack, summarised, saved and plotted.
 
 APGDA's weight on domain i grows while F_i (the attack loss still to be minimised on that
 domain) stays high, so at the end a large weight marks a domain the shared perturbation

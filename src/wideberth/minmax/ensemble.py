@@ -1,14 +1,15 @@
-"""Robust ensemble attack over K models (Wang et al., min-max framework, eq. (5), spec §2a).
+"""Robust ensemble attack over K models (Wang et al. 2021, *Adversarial attack generation
+empowered by min-max optimization*, §2.2 eq. (5), §4.1 Table 1, App. D.1–D.2).
 
 One perturbation δ per input that should fool **all** K models at once:
 
     min_{δ ∈ X} max_{w ∈ P} Σ_i w_i f(δ; x, y, M_i) − (γ/2)‖w − 1/K‖²,
 
-solved by :func:`wideberth.minmax.apgda` with one row per image and one domain per
-model. ``f`` is the minimised C&W margin with confidence κ = 50 in the authors' code form
-``relu(Z_y − max_{j≠y} Z_j + κ)`` = ``κ − cw_loss(logits, y, kappa=κ)`` (the same function
-as the paper's ``max{Z_y − max_{j≠y} Z_j, −κ}`` plus the constant κ: identical δ-gradients
-and w-updates), or ``−CE``.
+an adapter on the min-max driver (:mod:`wideberth.minmax.problem`): one row per image and
+one domain per model. ``f`` is :func:`~wideberth.minmax.problem.attack_loss`, the minimised
+C&W margin with confidence κ = 50 in the authors' code form ``relu(Z_y − max_{j≠y} Z_j + κ)``
+(the paper's ``max{Z_y − max_{j≠y} Z_j, −κ}`` plus the constant κ: identical δ-gradients and
+w-updates), or ``−CE``.
 
 Methods (``method=``):
 
@@ -20,30 +21,28 @@ Methods (``method=``):
   ``clip_threshold`` (40 in the relu(·+κ) form: a model stops being pushed once its margin
   ``Z_y − max_{j≠y} Z_j`` is ≤ −10, Shafahi et al. 2018);
 * ``"avg_logit"`` / ``"avg_prob"`` – the loss on the averaged logits ``Z̄ = mean_i Z_i``, or
-  on ``log p̄`` with ``p̄ = mean_i softmax(Z_i)`` (extensions from the later version of the
-  work; not in the seed).
+  on ``log p̄`` with ``p̄ = mean_i softmax(Z_i)`` (baselines of the NeurIPS-2021 version's
+  comparisons; not in the 2020 preprint's tables).
 
-Every method runs the same routine with the same α, T, init, step rule and projection
-(spec §8.14). Metrics: :func:`ensemble_metrics` (ASR_all, per-model ASR, ASR_avg) and
-:func:`lift`. Conventions: ``x`` ``[B, C, H, W]`` in [0, 1], ``y`` ``[B]`` int64, logits
-``[B, classes]``; models run in eval mode with frozen parameters (``attack_context``).
+Every method runs the same routine with the same α, T, init, step rule and projection (the
+driver's one call into APGDA; the authors' code runs the average with ``fixed_w=True``).
+Metrics: :func:`ensemble_metrics` (ASR_all, per-model ASR, ASR_avg) and :func:`lift`.
+Conventions: ``x`` ``[B, C, H, W]`` in [0, 1], ``y`` ``[B]`` int64, logits ``[B, classes]``;
+models run in eval mode with frozen parameters (``attack_context``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..attacks.base import Attack, ModelLike, attack_context, prepare
-from ..losses import ce, cw_loss
-from ..threat import ThreatModel, normalize_norm
-from .descent_ascent import APGDAResult, apgda, step_parameters
-from .simplex import on_simplex
+from ..attacks.base import Attack, ModelLike, attack_context
+from ..threat import ThreatModel
+from .problem import DomainProblem, MinMaxResult, attack_loss, check_attack, check_models, solve
 
 __all__ = [
     "ENSEMBLE_METHODS",
@@ -62,7 +61,8 @@ __all__ = [
 
 ENSEMBLE_METHODS: tuple[str, ...] = ("minmax", "avg", "fixed", "clip", "avg_logit", "avg_prob")
 
-#: (α, β, γ) per norm: the Table 1 MNIST readings of spec §5.4 (raw-gradient steps, 50 iters).
+#: (α, β, γ) per norm: the Table 1 MNIST values of Wang et al. 2021, App. C.2 (raw-gradient
+#: steps, 50 iterations; the text prints α, β as the denominators 4, 50, …: read 1/4, 1/50).
 DEFAULT_HPARAMS: dict[str, tuple[float, float, float]] = {
     "linf": (1 / 4, 1 / 50, 3.0),
     "l2": (1 / 10, 1 / 100, 3.0),
@@ -78,20 +78,6 @@ W_STATIC_MNIST: dict[str, tuple[float, ...]] = {
 }
 
 
-def attack_loss(logits: Tensor, y: Tensor, loss: str = "cw", kappa: float = 50.0) -> Tensor:
-    """Per-example attack loss to **minimise** (Wang et al., min-max framework, §2a).
-
-    ``"cw"``: ``relu(Z_y − max_{j≠y} Z_j + κ)`` = ``κ − cw_loss(logits, y, kappa=κ)``
-    (κ = 50 in the paper); ``"ce"``: ``−CE(logits, y)``. Shapes: logits ``[B, C]``,
-    y ``[B]`` -> ``[B]``.
-    """
-    if loss == "cw":
-        return kappa - cw_loss(logits, y, kappa=kappa)
-    if loss == "ce":
-        return -ce(logits, y)
-    raise ValueError(f"loss must be 'cw' or 'ce'; got {loss!r}")
-
-
 def ensemble_domain_losses(
     models: Sequence[ModelLike],
     x: Tensor,
@@ -102,7 +88,7 @@ def ensemble_domain_losses(
     combine: str = "none",
     floor: float | None = None,
 ) -> Callable[[Tensor], Tensor]:
-    """``δ ↦ F(δ)`` for :func:`apgda` (Wang et al., min-max framework, eq. (5)).
+    """``δ ↦ F(δ)`` for :func:`~wideberth.minmax.apgda` (Wang et al. 2021, eq. (5)).
 
     Args:
         models: K models mapping ``[B, C, H, W]`` in [0, 1] to logits ``[B, classes]``
@@ -141,39 +127,10 @@ def ensemble_domain_losses(
     return fn
 
 
-@dataclass
-class EnsembleResult:
-    """Output of :func:`ensemble_attack` (Wang et al., min-max framework, §2a).
-
-    Attributes:
-        x_adv: ``[B, C, H, W]``, the last iterate ``x + δ(T)`` (in [0, 1], within ε).
-        w: final weights ``[B, K]`` (learned for ``"minmax"``, the fixed ones otherwise;
-            ``None`` for ``"avg_logit"``/``"avg_prob"``, which have a single domain).
-        w_trajectory: ``[T + 1, B, K]`` or None (as ``w``).
-        loss_trajectory: per-domain losses ``[T + 1, B, K]`` (``[T + 1, B, 1]`` for the
-            combined-output baselines).
-        method: the method that produced it.
-        core: the raw :class:`APGDAResult`.
-    """
-
-    x_adv: Tensor
-    w: Tensor | None
-    w_trajectory: Tensor | None
-    loss_trajectory: Tensor
-    method: str
-    core: APGDAResult
-
-
-def _check_models(models: Sequence[ModelLike]) -> list[ModelLike]:
-    if isinstance(models, torch.nn.Module) or not isinstance(models, Sequence):
-        raise ValueError("models must be a list of models (nn.Module or callables)")
-    ms = list(models)
-    if len(ms) == 0:
-        raise ValueError("models must contain at least one model")
-    for m in ms:
-        if not callable(m):
-            raise ValueError(f"every model must be callable; got {type(m).__name__}")
-    return ms
+#: The result of :func:`ensemble_attack`: the :class:`~wideberth.minmax.problem.MinMaxResult`
+#: of the min-max driver (``w``/``w_trajectory`` are None for ``"avg_logit"``/``"avg_prob"``,
+#: which have a single domain; ``delta_trajectory`` is None).
+EnsembleResult = MinMaxResult
 
 
 def ensemble_attack(
@@ -198,7 +155,7 @@ def ensemble_attack(
     seed: int = 0,
     check: bool = True,
 ) -> EnsembleResult:
-    """Robust adversarial attack against an ensemble of K models (Wang et al., *Adversarial
+    """Robust adversarial attack against an ensemble of K models (Wang et al. 2021, *Adversarial
     attack generation empowered by min-max optimization*, eq. (5)); norms ℓ∞, ℓ2, ℓ1.
 
     Args:
@@ -214,80 +171,52 @@ def ensemble_attack(
         loss: ``"cw"`` (κ = ``kappa``) or ``"ce"``. clip_threshold: the ``w_clip`` floor.
         label_mode: ``"true"`` (the paper) or ``"predicted"`` (each model's clean prediction,
             the authors' code; for the combined baselines the combined prediction).
-        init, seed: δ(0) (see :func:`apgda`).
+        init, seed: δ(0) (see :func:`~wideberth.minmax.apgda`).
         check: validate x, y, ε against every model first.
 
     Returns:
-        :class:`EnsembleResult` (``x_adv`` ``[B, C, H, W]``, weights ``[B, K]`` and their
+        :class:`EnsembleResult` (``x_adv`` and δ ``[B, C, H, W]``, weights ``[B, K]`` and their
         trajectory ``[T + 1, B, K]``).
     """
-    ms = _check_models(models)
-    if method not in ENSEMBLE_METHODS:
-        raise ValueError(f"method must be one of {', '.join(ENSEMBLE_METHODS)}; got {method!r}")
+    ms = check_models(models)
+    check_attack(method, ENSEMBLE_METHODS, loss, weights)
     if label_mode not in ("true", "predicted"):
         raise ValueError(f"label_mode must be 'true' or 'predicted'; got {label_mode!r}")
-    if loss not in ("cw", "ce"):
-        raise ValueError(f"loss must be 'cw' or 'ce'; got {loss!r}")
     if method == "clip" and loss != "cw":
         raise ValueError("method='clip' clips the C&W loss (relu form): use loss='cw'")
-    if (weights is not None) != (method == "fixed"):
-        raise ValueError("weights are required for method='fixed' and only allowed there")
-    name = normalize_norm(norm)
-    if check:
-        ncls = {prepare(m, x, y, eps, norm)[1] for m in ms}
-        if len(ncls) != 1:
-            raise ValueError(f"all models must output the same number of classes; got {sorted(ncls)}")
-    k = len(ms)
-    alpha, beta, gamma = step_parameters(DEFAULT_HPARAMS, name, alpha, beta, gamma)
-    x = x.detach()
-    y = y.to(x.device)
-
-    w0: Tensor | None = None
-    if weights is not None:
-        w0 = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
-        if w0.shape[-1] != k or w0.dim() not in (1, 2):
-            raise ValueError(f"weights must have shape [K] = [{k}] or [B, K]; got {list(w0.shape)}")
-        if not bool(on_simplex(w0).all()):
-            raise ValueError("weights must lie on the probability simplex (>= 0, summing to 1)")
-
+    xd = x.detach()
+    yd = y.to(xd.device)
     combine = {"avg_logit": "logit", "avg_prob": "prob"}.get(method, "none")
-    with ExitStack() as stack:
-        for m in ms:
-            stack.enter_context(attack_context(m))
-        labels: Tensor | list[Tensor] = y
-        if label_mode == "predicted":
+
+    def losses() -> Callable[[Tensor], Tensor]:
+        labels: Tensor | list[Tensor] = yd
+        if label_mode == "predicted":  # the models are in eval mode here
             with torch.no_grad():
-                zs = [m(x) for m in ms]
+                zs = [m(xd) for m in ms]
                 if combine == "none":
                     labels = [z.argmax(1) for z in zs]
                 elif combine == "logit":
                     labels = torch.stack(zs).mean(0).argmax(1)
                 else:
                     labels = torch.stack([torch.softmax(z, 1) for z in zs]).mean(0).argmax(1)
-        fn = ensemble_domain_losses(
-            ms, x, labels, loss=loss, kappa=kappa, combine=combine,
+        return ensemble_domain_losses(
+            ms, xd, labels, loss=loss, kappa=kappa, combine=combine,
             floor=clip_threshold if method == "clip" else None,
         )
-        res = apgda(
-            fn, x, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta,
-            gamma=gamma, delta_mode=delta_mode, w0=w0, update_w=method == "minmax",
-            init=init, seed=seed,
-        )
-    x_adv = (x + res.delta).clamp(0, 1).detach()
-    single = combine != "none"
-    return EnsembleResult(
-        x_adv=x_adv,
-        w=None if single else res.w,
-        w_trajectory=None if single else res.w_trajectory,
-        loss_trajectory=res.loss_trajectory,
-        method=method,
-        core=res,
+
+    problem = DomainProblem(
+        models=ms, rows=xd, losses=losses, k=len(ms), defaults=DEFAULT_HPARAMS,
+        inputs=(x, y), weights=weights, single_domain=combine != "none",
+    )
+    return solve(
+        problem, method=method, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta,
+        gamma=gamma, delta_mode=delta_mode, init=init, seed=seed, check=check,
     )
 
 
 @dataclass
 class EnsembleMetrics:
-    """Ensemble-attack metrics (Wang et al., min-max framework, §2a), w.r.t. true labels.
+    """Ensemble-attack metrics (Wang et al. 2021, §2.2, §4.1), w.r.t. true labels.
 
     Attributes:
         fooled: ``[B, K]`` bool, model i misclassifies example b.
@@ -304,9 +233,9 @@ class EnsembleMetrics:
 
 def ensemble_metrics(models: Sequence[ModelLike], x_adv: Tensor, y: Tensor) -> EnsembleMetrics:
     """ASR_all, per-model ASR and ASR_avg of ``x_adv`` ``[B, C, H, W]`` against ``y`` ``[B]``
-    (Wang et al., min-max framework, §2a; clean errors count as successes). Each model
+    (Wang et al. 2021, §2.2, §4.1; clean errors count as successes). Each model
     runs in eval mode under ``attack_context``; all fractions are in [0, 1]."""
-    ms = _check_models(models)
+    ms = check_models(models)
     if x_adv.dim() < 1 or y.dim() != 1 or x_adv.shape[0] != y.shape[0] or y.shape[0] == 0:
         raise ValueError("x_adv must be [B, ...] and y [B] with the same B >= 1")
     cols = []
@@ -338,7 +267,7 @@ def _ensemble_x_adv(models: Sequence[ModelLike], x: Tensor, y: Tensor, **kwargs:
 
 class MinMaxEnsembleAttack(Attack):
     """``MinMaxEnsembleAttack([m1, m2, m3], eps=0.2)(x, y) -> x_adv``: the callable-class
-    form of :func:`ensemble_attack` (Wang et al., min-max framework), returning only
+    form of :func:`ensemble_attack` (Wang et al. 2021), returning only
     ``x_adv`` ``[B, C, H, W]``; the "model" is the list of models."""
 
     fn = staticmethod(_ensemble_x_adv)

@@ -1,15 +1,15 @@
-"""Robustness metrics for AT over several perturbation types (Wang et al., min-max framework,
-§2d, §4.2, Table 4 / A8, Fig. 3b; specs/minmax.md §2d "Metrics", §5.5, §8.19).
+"""Robustness metrics for AT over several perturbation types (Wang et al. 2021, *Adversarial
+attack generation empowered by min-max optimization*, §2.3, §4.2, Table 4 / A8, Fig. 3b).
 
 * ``Acc-ℓp``: accuracy on the outputs of a PGD attack in the ℓp ball of radius ε_p ∩ [0, 1]
   (:func:`wideberth.attacks.pgd`; default 20 steps, step 2.5·ε/steps, best iterate).
 * ``Acc^max_adv``: the fraction of examples classified correctly under **every** norm's
-  attack (the per-example worst case, not ``min_p Acc-ℓp``, spec §8.19); δ = 0 lies in every
+  attack (the per-example worst case, not ``min_p Acc-ℓp``: §4.2 "robust to both"); δ = 0 lies in every
   ball, so an example must also be clean-correct.
 * ``Acc^avg_adv``: the mean of the ``Acc-ℓp`` (Table 4: of ℓ∞ and ℓ2; Table A7 also averages
   an ``Acc-uni`` column, pass it through ``extra``).
 * ``S``: the area under the curve of ``Acc^max_adv`` versus ε_ℓ2 at a fixed ε_ℓ∞ (Fig. 3b,
-  "overall worst-case robustness"). The seed gives neither the grid nor the rule (spec §9):
+  "overall worst-case robustness"). The paper gives neither the grid nor the rule:
   here the **trapezoidal rule** over a given grid (default 0.5, 1.0, …, 3.0, Table A8's
   ε_ℓ2 values); ``normalize=True`` divides by the grid's width (a mean accuracy in [0, 1]).
 

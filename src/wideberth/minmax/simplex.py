@@ -1,18 +1,19 @@
 """Euclidean projection onto the probability simplex (domain weights of the min-max framework).
 
-Wang et al., *Adversarial attack generation empowered by min-max optimization* (the unified
-min-max framework, specs/minmax.md §1.3, §8.6): the inner maximisation over the domain
+Wang et al. (2021), *Adversarial attack generation empowered by min-max optimization*,
+§3.1 eq. (14) (the unified min-max framework): the inner maximisation over the domain
 weights ``w ∈ P = {w ∈ R^K : w ≥ 0, 1ᵀw = 1}`` is a projected ascent step
 ``w ← proj_P(b)`` with ``proj_P(b) = (b − μ1)₊`` and ``μ`` the root of ``1ᵀ(b − μ1)₊ = 1``.
 
 * :func:`project_simplex` – exact, sort-based (Held, Wolfe & Crowder 1974; Duchi et al. 2008),
   the one the library uses;
 * :func:`project_simplex_bisection` – the paper's bisection on ``μ`` over
-  ``[min b − 1/K, max b − 1/K]``, kept as a sort-free reference (spec §1.3 [I]).
+  ``[min b − 1/K, max b − 1/K]`` (§3.1, after Boyd & Vandenberghe), kept as a sort-free
+  reference.
 
 Both are batched over leading dimensions: ``v`` has shape ``[..., K]`` and each row (last
 dimension) is projected independently. Not a softmax, not a renormalisation: zero weights
-are legitimate and frequent (spec §8.6).
+are legitimate and frequent (the projection is the Euclidean one of (14)).
 """
 
 from __future__ import annotations

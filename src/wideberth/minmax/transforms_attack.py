@@ -1,14 +1,15 @@
-"""Robust attack over data transformations (Wang et al., min-max framework, eq. (7), §2c).
+"""Robust attack over data transformations (Wang et al. 2021, *Adversarial attack generation
+empowered by min-max optimization*, §2.2 eq. (7), §4.1 Table 3, App. C.3, D.3).
 
 One perturbation δ per image that should fool the model under **every** transformation
 family ``p_j`` (the EOT generalisation):
 
     min_{δ ∈ X} max_{w ∈ P} Σ_j w_j E_{t ~ p_j}[ f(t(x + δ); y, M) ] − (γ/2)‖w − 1/K‖²,
 
-solved by :func:`wideberth.minmax.apgda` with one row per image and **one domain per
-transformation** (F_j = attack loss of ``model(T_j(x + δ))``). ``f`` is the minimised C&W
-loss ``relu(Z_y − max_{j≠y} Z_j + κ)`` (κ = 50) or ``−CE``
-(:func:`wideberth.minmax.ensemble.attack_loss`). The identity ("ori") is one of the domains
+an adapter on the min-max driver (:mod:`wideberth.minmax.problem`) with one row per image
+and **one domain per transformation** (F_j = attack loss of ``model(T_j(x + δ))``). ``f`` is
+the minimised C&W loss ``relu(Z_y − max_{j≠y} Z_j + κ)`` (κ = 50) or ``−CE``
+(:func:`wideberth.minmax.problem.attack_loss`). The identity ("ori") is one of the domains
 of the paper's sets (:func:`wideberth.transforms.paper_transforms`).
 
 Methods: ``"minmax"`` (learned per-image weights, APGDA) and ``"avg"`` (w ≡ 1/K: **EOT**,
@@ -16,12 +17,13 @@ Athalye et al., the paper's baseline); same α, T, init, step rule and projectio
 
 Stochastic transformations (Table A5): a random transform draws afresh on every call, so
 the expectation ``E_{t ~ p_j}`` is estimated at every APGDA iteration by the mean loss over
-``n_samples`` fresh draws (default 1; the number is not in the paper, spec §2c/§9 [I]);
-draws are per example by default (``per_example`` of the transforms). The δ-gradient of
-iteration t+1 and the w-step of iteration t share the same draws (APGDA's one-forward-per-
-iteration schedule). Reproducibility: random transforms given by name (``"tableA5"``) use
-the attack's generator; random transform objects without a generator of their own are
-re-bound to it too (see :func:`bind_generator`).
+``n_samples`` fresh draws (default 1; the paper does not give the number, and the authors'
+code draws one Bernoulli per transform per batch); draws are per example by default
+(``per_example`` of the transforms). The δ-gradient of iteration t+1 and the w-step of
+iteration t share the same draws (APGDA's one-forward-per-iteration schedule).
+Reproducibility: random transforms given by name (``"tableA5"``) use the attack's
+generator; random transform objects without a generator of their own are re-bound to it
+too (see :func:`bind_generator`).
 
 Metrics (:func:`transform_metrics`): per-transform accuracy / ASR on ``T_j(x_adv)``, ASR_avg
 (1 − the mean accuracy over transforms and images) and ASR_gp (fraction of images
@@ -40,11 +42,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..attacks.base import ModelLike, attack_context, prepare
-from ..threat import ThreatModel, normalize_norm
+from ..attacks.base import ModelLike, attack_context
+from ..threat import ThreatModel
 from ..transforms import Transform, paper_transforms, parse_transform
-from .descent_ascent import APGDAResult, apgda, step_parameters
-from .ensemble import attack_loss
+from .problem import DomainProblem, MinMaxResult, attack_loss, check_attack, check_model, solve
 
 __all__ = [
     "TRANSFORM_HPARAMS",
@@ -60,8 +61,9 @@ __all__ = [
 
 TRANSFORM_METHODS: tuple[str, ...] = ("minmax", "avg")
 
-#: (α, β, γ) per norm for raw-gradient steps. ℓ∞: Table 3's reading α = 1/2, β ≈ 1/50,
-#: γ = 10 (spec §5.4). ℓ2/ℓ1 (not in the paper, [I]): the ensemble readings' α, β with γ = 10.
+#: (α, β, γ) per norm for raw-gradient steps. ℓ∞: Table 3 of Wang et al. (2021), printed
+#: "α = 2, β = ⟨unreadable⟩, γ = 10" (the OCR lost the fraction bars): α = 1/2, β ≈ 1/50,
+#: γ = 10. ℓ2/ℓ1 (not in the paper): the ensemble values' α, β (App. C.2) with γ = 10.
 TRANSFORM_HPARAMS: dict[str, tuple[float, float, float]] = {
     "linf": (1 / 2, 1 / 50, 10.0),
     "l2": (1 / 10, 1 / 100, 10.0),
@@ -79,7 +81,7 @@ def bind_generator(t: TransformLike, generator: torch.Generator | None) -> Trans
     """A copy of transform ``t`` whose random members without a generator of their own draw
     from ``generator`` (recursing into Compose / RandomApply / RandomChoice). Transforms that
     already have a generator, deterministic ones and plain callables are returned as is.
-    (Wang et al., min-max framework §2c, Table A5: makes the stochastic attack reproducible.)
+    (Wang et al. 2021, App. C.3, Table A5: makes the stochastic attack reproducible.)
     """
     if generator is None or not isinstance(t, Transform) or not dataclasses.is_dataclass(t):
         return t
@@ -98,14 +100,14 @@ def bind_generator(t: TransformLike, generator: torch.Generator | None) -> Trans
             nt = tuple(bind_generator(e, generator) for e in v)
             if any(a is not b for a, b in zip(nt, v, strict=True)):
                 changes[f.name] = nt
-    return dataclasses.replace(t, **changes) if changes else t  # type: ignore[type-var]
+    return dataclasses.replace(t, **changes) if changes else t
 
 
 def resolve_transforms(
     transforms: str | Sequence[TransformLike | str],
     generator: torch.Generator | None = None,
 ) -> list[TransformLike]:
-    """The K transformation domains (Wang et al., min-max framework §2c).
+    """The K transformation domains (Wang et al. 2021, §2.2 eq. (7)).
 
     Args:
         transforms: a paper setting name (``"table3"``/``"deterministic"``,
@@ -147,13 +149,13 @@ def transform_domain_losses(
     kappa: float = 50.0,
     n_samples: int = 1,
 ) -> Callable[[Tensor], Tensor]:
-    """``δ ↦ F(δ)`` for :func:`apgda` (Wang et al., min-max framework, eq. (7)).
+    """``δ ↦ F(δ)`` for :func:`~wideberth.minmax.apgda` (Wang et al. 2021, eq. (7)).
 
     Args:
         model: maps ``[B, C, H, W]`` to logits ``[B, classes]`` (caller: eval mode).
         x: clean images ``[B, C, H, W]``. y: labels ``[B]``.
         transforms: K transforms (differentiable maps of ``[B, C, H, W]``).
-        loss, kappa: see :func:`wideberth.minmax.ensemble.attack_loss`.
+        loss, kappa: see :func:`wideberth.minmax.problem.attack_loss`.
         n_samples: fresh draws averaged per random transform per call (deterministic
             transforms are evaluated once).
 
@@ -178,30 +180,17 @@ def transform_domain_losses(
 
 
 @dataclass
-class TransformAttackResult:
-    """Output of :func:`transform_attack` (Wang et al., min-max framework, §2c).
+class TransformAttackResult(MinMaxResult):
+    """Output of :func:`transform_attack` (Wang et al. 2021, §2.2 eq. (7)): the min-max
+    driver's :class:`~wideberth.minmax.problem.MinMaxResult` (``x_adv``/δ ``[B, C, H, W]``,
+    weights ``[B, K]``, uniform for ``"avg"``/EOT, per-transform losses ``[T + 1, B, K]``)
+    plus the transforms.
 
     Attributes:
-        x_adv: ``[B, C, H, W]``, the last iterate ``x + δ(T)`` (in [0, 1], within ε).
-        delta: ``[B, C, H, W]``, δ(T).
-        w: final weights ``[B, K]`` (uniform for ``"avg"``/EOT).
-        w_trajectory: ``[T + 1, B, K]``.
-        loss_trajectory: per-transform losses ``[T + 1, B, K]``.
-        delta_trajectory: ``[T + 1, B, C, H, W]`` if ``record_delta``, else None.
         transforms: the K transforms used (``labels`` gives their column names).
-        method: ``"minmax"`` or ``"avg"``.
-        core: the raw :class:`APGDAResult`.
     """
 
-    x_adv: Tensor
-    delta: Tensor
-    w: Tensor
-    w_trajectory: Tensor
-    loss_trajectory: Tensor
-    delta_trajectory: Tensor | None
     transforms: list[TransformLike]
-    method: str
-    core: APGDAResult
 
     @property
     def labels(self) -> list[str]:
@@ -239,7 +228,7 @@ def transform_attack(
     check: bool = True,
 ) -> TransformAttackResult:
     """Adversarial attack robust over K data transformations by min-max optimisation (Wang
-    et al., *Adversarial attack generation empowered by min-max optimization*, eq. (7));
+    et al. 2021, *Adversarial attack generation empowered by min-max optimization*, eq. (7));
     ``method="avg"`` is EOT. Norms ℓ∞ (the paper: ε = 0.03, 20 steps), ℓ2, ℓ1.
 
     Args:
@@ -265,55 +254,43 @@ def transform_attack(
         trajectories ``[T + 1, B, K]``.
 
     Raises:
-        ValueError: bad shapes, transforms, method, loss, n_samples, or :func:`apgda`'s checks.
+        ValueError: bad shapes, transforms, method, loss, n_samples, or the checks of
+        :func:`~wideberth.minmax.apgda`.
     """
-    if not callable(model):
-        raise ValueError(f"model must be callable; got {type(model).__name__}")
-    if method not in TRANSFORM_METHODS:
-        raise ValueError(f"method must be one of {', '.join(TRANSFORM_METHODS)}; got {method!r}")
-    if loss not in ("cw", "ce"):
-        raise ValueError(f"loss must be 'cw' or 'ce'; got {loss!r}")
+    check_model(model)
+    check_attack(method, TRANSFORM_METHODS, loss)
     n_samples = _check_count("n_samples", n_samples)
     if not isinstance(x, Tensor) or x.dim() != 4:
         shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"x must be a [B, C, H, W] tensor; got {shape}")
     if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be a [B] = [{x.shape[0]}] label tensor")
-    name = normalize_norm(norm)
-    if check:
-        prepare(model, x, y, eps, norm)
     gen = generator
     if gen is None:
         gen = torch.Generator(device=x.device)
         gen.manual_seed(int(seed))
     ts = resolve_transforms(transforms, gen)
-    alpha, beta, gamma = step_parameters(TRANSFORM_HPARAMS, name, alpha, beta, gamma)
-    x = x.detach()
-    y = y.to(x.device)
-
-    with attack_context(model):
-        fn = transform_domain_losses(model, x, y, ts, loss=loss, kappa=kappa, n_samples=n_samples)
-        res = apgda(
-            fn, x, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta, gamma=gamma,
-            delta_mode=delta_mode, update_w=method == "minmax", init=init, generator=gen,
-            record_delta=record_delta,
-        )
+    xd = x.detach()
+    yd = y.to(xd.device)
+    problem = DomainProblem(
+        models=[model], rows=xd,
+        losses=lambda: transform_domain_losses(
+            model, xd, yd, ts, loss=loss, kappa=kappa, n_samples=n_samples),
+        k=len(ts), defaults=TRANSFORM_HPARAMS, inputs=(x, y),
+    )
+    res = solve(
+        problem, method=method, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta,
+        gamma=gamma, delta_mode=delta_mode, init=init, generator=gen,
+        record_delta=record_delta, check=check,
+    )
     return TransformAttackResult(
-        x_adv=(x + res.delta).clamp(0, 1).detach(),
-        delta=res.delta,
-        w=res.w,
-        w_trajectory=res.w_trajectory,
-        loss_trajectory=res.loss_trajectory,
-        delta_trajectory=res.delta_trajectory,
-        transforms=ts,
-        method=method,
-        core=res,
+        **{f.name: getattr(res, f.name) for f in dataclasses.fields(MinMaxResult)}, transforms=ts,
     )
 
 
 @dataclass
 class TransformMetrics:
-    """Transformation-attack metrics (Wang et al., min-max framework, §2c, Tables 3/A5/A6),
+    """Transformation-attack metrics (Wang et al. 2021, §4.1 Table 3, App. D.3 Tables A5/A6),
     w.r.t. true labels (clean errors count as successes).
 
     Attributes:
@@ -340,11 +317,10 @@ def transform_metrics(
     generator: torch.Generator | None = None,
 ) -> TransformMetrics:
     """Per-transform Acc/ASR, ASR_avg and ASR_gp of ``x_adv`` ``[B, C, H, W]`` against ``y``
-    ``[B]`` (Wang et al., min-max framework, §2c; fractions in [0, 1]). A random transform
+    ``[B]`` (Wang et al. 2021, §4.1; fractions in [0, 1]). A random transform
     is evaluated on one fresh draw (from ``generator`` if it has none of its own). The model
     runs in eval mode under ``attack_context``."""
-    if not callable(model):
-        raise ValueError(f"model must be callable; got {type(model).__name__}")
+    check_model(model)
     if not isinstance(x_adv, Tensor) or x_adv.dim() != 4:
         raise ValueError("x_adv must be a [B, C, H, W] tensor")
     if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x_adv.shape[0] or y.shape[0] == 0:

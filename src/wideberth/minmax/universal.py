@@ -1,4 +1,5 @@
-"""Universal perturbation over K inputs (Wang et al., min-max framework, eq. (6), spec §2b).
+"""Universal perturbation over K inputs (Wang et al. 2021, *Adversarial attack generation
+empowered by min-max optimization*, §2.2 eq. (6), §4.1 Table 2, App. F).
 
 One perturbation δ shared by a **group** of K images that should fool the (single) model on
 every image of the group:
@@ -6,19 +7,21 @@ every image of the group:
     min_{δ ∈ X} max_{w ∈ P} Σ_i w_i f(δ; x_i, y_i, M) − (γ/2)‖w − 1/K‖²,
     X = {δ : ‖δ‖_p ≤ ε} ∩ ⋂_i [−x_i, 1 − x_i],
 
-solved by :func:`wideberth.minmax.apgda` with **one row per group** (δ[g], w[g]) and
-**one domain per group member** (F_i = attack loss of image i under ``x_i + δ``). The box of
-a shared δ is the intersection of the K images' boxes, ``lo = max_i(−x_i)``,
-``hi = min_i(1 − x_i)`` (spec §2b [I], §8.12), handed to the exact Prop-1 projection, so
-every ``x_i + δ`` stays in [0, 1] without clipping. ``f`` is the minimised C&W loss
+an adapter on the min-max driver (:mod:`wideberth.minmax.problem`) with **one row per
+group** (δ[g], w[g]) and **one domain per group member** (F_i = attack loss of image i under
+``x_i + δ``). The box of a shared δ is the intersection of the K images' boxes,
+``lo = max_i(−x_i)``, ``hi = min_i(1 − x_i)``, handed to the exact projection of Prop. 1, so
+every ``x_i + δ`` stays in [0, 1] without clipping (the paper does not say how the box of a
+shared δ is handled; the authors' code applies the per-image projection K times in turn,
+exact for ℓ∞ but not for ℓ1/ℓ2). ``f`` is the minimised C&W loss
 ``relu(Z_y − max_{j≠y} Z_j + κ)`` (κ = 50) or ``−CE``
-(:func:`wideberth.minmax.ensemble.attack_loss`).
+(:func:`wideberth.minmax.problem.attack_loss`).
 
 Methods: ``"minmax"`` (learned per-group weights, APGDA) and ``"avg"`` (w ≡ 1/K, the
 average-loss baseline of Table 2); both run the same routine with the same α, T, init, step
-rule and projection (spec §8.14). Metrics (:func:`universal_metrics`): ASR_gp = fraction of
-groups in which **every** image is misclassified by the shared δ, ASR_avg = fraction of
-misclassified images over all groups, and the per-image success matrix. Lift is on ASR_gp
+rule and projection. Metrics (:func:`universal_metrics`): ASR_gp = fraction of groups in
+which **every** image is misclassified by the shared δ, ASR_avg = fraction of misclassified
+images over all groups, and the per-image success matrix. Lift is on ASR_gp
 (:func:`wideberth.minmax.ensemble.lift`).
 
 Shapes: ``x`` is ``[G, K, C, H, W]`` (G groups of K images, labels ``[G, K]``) or a flat
@@ -36,10 +39,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..attacks.base import ModelLike, attack_context, prepare
-from ..threat import ThreatModel, normalize_norm
-from .descent_ascent import APGDAResult, apgda, step_parameters
-from .ensemble import attack_loss
+from ..attacks.base import ModelLike, attack_context
+from ..threat import ThreatModel
+from .problem import DomainProblem, MinMaxResult, attack_loss, check_attack, check_model, solve
 
 __all__ = [
     "UNIVERSAL_HPARAMS",
@@ -54,9 +56,10 @@ __all__ = [
 
 UNIVERSAL_METHODS: tuple[str, ...] = ("minmax", "avg")
 
-#: (α, β, γ) per norm for raw-gradient steps. ℓ∞: Table 2 prints α = "1" (garbled) and
-#: γ = 4; we take the authors' code's universal default α = 1/6, β = 1/50, γ = 4 (spec
-#: §5.4). ℓ2/ℓ1: the ensemble readings' α, β with the Table 2 γ = 4 ([I]).
+#: (α, β, γ) per norm for raw-gradient steps. ℓ∞: Table 2 of Wang et al. (2021) prints
+#: α = "1" and an unreadable β (the OCR lost the fraction bars) with γ = 4; we take the
+#: authors' code's universal default α = 1/6, β = 1/50, γ = 4. ℓ2/ℓ1 (not in the paper):
+#: the ensemble values' α, β (App. C.2) with the Table 2 γ = 4.
 UNIVERSAL_HPARAMS: dict[str, tuple[float, float, float]] = {
     "linf": (1 / 6, 1 / 50, 4.0),
     "l2": (1 / 10, 1 / 100, 4.0),
@@ -94,7 +97,7 @@ def _grouped(x: Tensor, y: Tensor, group_size: int | None) -> tuple[Tensor, Tens
 
 
 def group_box(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Box of a δ shared by each group (Wang et al., min-max framework, §2b; spec §8.12).
+    """Box of a δ shared by each group (Wang et al. 2021, §2.2 eq. (6)).
 
     Args:
         x: ``[G, K, ...]`` images in [0, 1].
@@ -116,13 +119,13 @@ def universal_domain_losses(
     loss: str = "cw",
     kappa: float = 50.0,
 ) -> Callable[[Tensor], Tensor]:
-    """``δ ↦ F(δ)`` for :func:`apgda` (Wang et al., min-max framework, eq. (6)).
+    """``δ ↦ F(δ)`` for :func:`~wideberth.minmax.apgda` (Wang et al. 2021, eq. (6)).
 
     Args:
         model: maps ``[N, C, H, W]`` in [0, 1] to logits ``[N, classes]`` (the caller puts
             it in eval mode).
         x: grouped images ``[G, K, C, H, W]``. y: labels ``[G, K]``.
-        loss, kappa: see :func:`wideberth.minmax.ensemble.attack_loss`.
+        loss, kappa: see :func:`wideberth.minmax.problem.attack_loss`.
 
     Returns:
         a callable ``delta [G, C, H, W] -> [G, K]``: ``F[g, i]`` is the attack loss of image
@@ -139,29 +142,11 @@ def universal_domain_losses(
     return fn
 
 
-@dataclass
-class UniversalResult:
-    """Output of :func:`universal_attack` (Wang et al., min-max framework, §2b).
-
-    Attributes:
-        delta: the shared perturbation per group ``[G, C, H, W]`` (the last iterate δ(T)).
-        x_adv: ``[G, K, C, H, W]``, ``x_i + δ`` for every image (in [0, 1], within ε).
-        w: final weights ``[G, K]`` (uniform for ``"avg"``).
-        w_trajectory: ``[T + 1, G, K]``.
-        loss_trajectory: per-image losses ``[T + 1, G, K]``.
-        delta_trajectory: ``[T + 1, G, C, H, W]`` if ``record_delta``, else None.
-        method: ``"minmax"`` or ``"avg"``.
-        core: the raw :class:`APGDAResult`.
-    """
-
-    delta: Tensor
-    x_adv: Tensor
-    w: Tensor
-    w_trajectory: Tensor
-    loss_trajectory: Tensor
-    delta_trajectory: Tensor | None
-    method: str
-    core: APGDAResult
+#: The result of :func:`universal_attack`: the :class:`~wideberth.minmax.problem.MinMaxResult`
+#: of the min-max driver, with δ ``[G, C, H, W]`` (the last iterate), ``x_adv``
+#: ``[G, K, C, H, W]`` (``x_i + δ`` for every image), weights ``[G, K]`` (uniform for
+#: ``"avg"``), per-image losses ``[T + 1, G, K]`` and δ(0..T) if ``record_delta``.
+UniversalResult = MinMaxResult
 
 
 def universal_attack(
@@ -186,8 +171,9 @@ def universal_attack(
     record_delta: bool = False,
     check: bool = True,
 ) -> UniversalResult:
-    """Universal (per-group) perturbation by min-max optimisation (Wang et al., *Adversarial
-    attack generation empowered by min-max optimization*, eq. (6)); norms ℓ∞, ℓ2, ℓ1.
+    """Universal (per-group) perturbation by min-max optimisation (Wang et al. 2021,
+    *Adversarial attack generation empowered by min-max optimization*, eq. (6)); norms ℓ∞,
+    ℓ2, ℓ1.
 
     Args:
         model: ``nn.Module`` (or callable) mapping ``[N, C, H, W]`` to logits; run under
@@ -212,50 +198,35 @@ def universal_attack(
         ``[G, K]`` and trajectories ``[T + 1, G, K]``.
 
     Raises:
-        ValueError: bad shapes, group size, method, loss, or the checks of :func:`apgda`.
+        ValueError: bad shapes, group size, method, loss, or the checks of
+        :func:`~wideberth.minmax.apgda`.
     """
-    if not callable(model):
-        raise ValueError(f"model must be callable; got {type(model).__name__}")
-    if method not in UNIVERSAL_METHODS:
-        raise ValueError(f"method must be one of {', '.join(UNIVERSAL_METHODS)}; got {method!r}")
-    if loss not in ("cw", "ce"):
-        raise ValueError(f"loss must be 'cw' or 'ce'; got {loss!r}")
+    check_model(model)
+    check_attack(method, UNIVERSAL_METHODS, loss)
     xg, yg = _grouped(x, y, group_size)
     g, k = xg.shape[:2]
-    name = normalize_norm(norm)
-    if check:
-        flat_x = xg.reshape(g * k, *xg.shape[2:])
-        prepare(model, flat_x, yg.reshape(g * k), None, norm)
-    alpha, beta, gamma = step_parameters(UNIVERSAL_HPARAMS, name, alpha, beta, gamma)
+    flat = (xg.reshape(g * k, *xg.shape[2:]), yg.reshape(g * k))
     xg = xg.detach()
     yg = yg.to(xg.device)
     lo, hi = group_box(xg)
     if bool((lo > 0).any() | (hi < 0).any()):
         raise ValueError("x must lie in [0, 1]")
-
-    with attack_context(model):
-        fn = universal_domain_losses(model, xg, yg, loss=loss, kappa=kappa)
-        res = apgda(
-            fn, xg[:, 0], norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta,
-            gamma=gamma, delta_mode=delta_mode, update_w=method == "minmax", init=init,
-            seed=seed, generator=generator, lo=lo, hi=hi, record_delta=record_delta,
-        )
-    x_adv = (xg + res.delta.unsqueeze(1)).clamp(0, 1).detach()
-    return UniversalResult(
-        delta=res.delta,
-        x_adv=x_adv,
-        w=res.w,
-        w_trajectory=res.w_trajectory,
-        loss_trajectory=res.loss_trajectory,
-        delta_trajectory=res.delta_trajectory,
-        method=method,
-        core=res,
+    problem = DomainProblem(
+        models=[model], rows=xg[:, 0],
+        losses=lambda: universal_domain_losses(model, xg, yg, loss=loss, kappa=kappa),
+        k=k, defaults=UNIVERSAL_HPARAMS, inputs=flat, check_eps=False, lo=lo, hi=hi,
+        x_adv=lambda delta: (xg + delta.unsqueeze(1)).clamp(0, 1),
+    )
+    return solve(
+        problem, method=method, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta,
+        gamma=gamma, delta_mode=delta_mode, init=init, seed=seed, generator=generator,
+        record_delta=record_delta, check=check,
     )
 
 
 @dataclass
 class UniversalMetrics:
-    """Universal-perturbation metrics (Wang et al., min-max framework, §2b, Table 2), w.r.t.
+    """Universal-perturbation metrics (Wang et al. 2021, §2.2 eq. (6), §4.1, Table 2), w.r.t.
     true labels (clean errors count as successes).
 
     Attributes:
@@ -271,10 +242,9 @@ class UniversalMetrics:
 
 def universal_metrics(model: ModelLike, x_adv: Tensor, y: Tensor) -> UniversalMetrics:
     """ASR_gp, ASR_avg and per-image success of ``x_adv`` ``[G, K, C, H, W]`` against ``y``
-    ``[G, K]`` (Wang et al., min-max framework, §2b; fractions in [0, 1]). The model runs in
+    ``[G, K]`` (Wang et al. 2021, §2.2 eq. (6), §4.1; fractions in [0, 1]). The model runs in
     eval mode under ``attack_context``."""
-    if not callable(model):
-        raise ValueError(f"model must be callable; got {type(model).__name__}")
+    check_model(model)
     xg, yg = _grouped(x_adv, y, None)
     g, k = xg.shape[:2]
     with torch.no_grad(), attack_context(model):
