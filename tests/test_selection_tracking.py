@@ -9,7 +9,7 @@ import torch
 
 from wideberth.attacks import margin_stats
 from wideberth.config import ConfigError, apply_overrides, load_recipe
-from wideberth.train import VALIDATION_METRICS, Trainer, load_checkpoint, resume, train
+from wideberth.train import VALIDATION_METRICS, load_checkpoint, resume, train
 
 
 def _cfg(*overrides):
@@ -58,7 +58,7 @@ def test_pgd_accuracy_metric_is_below_clean_accuracy():
     assert robust < 0.9
 
 
-def test_margin_tracking_logs_fixed_subsets_and_resumes_identically(tmp_path, monkeypatch):
+def test_margin_tracking_logs_fixed_subsets_and_resumes_identically(tmp_path, interrupt_after):
     cfg = _cfg("track.every=2", "track.n_train=30", "track.n_test=20", "track.steps=30",
                "track.thresholds=[0.1, 0.5]")
     full = train(cfg, tmp_path / "full", progress=False)
@@ -73,17 +73,8 @@ def test_margin_tracking_logs_fixed_subsets_and_resumes_identically(tmp_path, mo
         assert r["median"] == pytest.approx(stats["median"])
         assert r["fraction_below"]["0.5"] == pytest.approx(stats["fraction_below"][0.5])
     # interrupted after epoch 1, then resumed: the same margins are logged
-    original = Trainer._save
-
-    def save(self, name, meta):
-        original(self, name, meta)
-        if name == "last" and meta["position"]["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", save)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(Trainer, "_save", original)
+        train(cfg, tmp_path / "cut", progress=False, callbacks=[interrupt_after(epoch=1)])
     resumed = resume(tmp_path / "cut", progress=False)
     again = _records(resumed.run_dir, "margins")
     assert [r["distances"] for r in again] == [r["distances"] for r in recs]

@@ -9,7 +9,7 @@ import torch
 
 import wideberth as wb
 from wideberth.config import apply_overrides, load_recipe
-from wideberth.train import Trainer, TrainingError, load_checkpoint, resume, train
+from wideberth.train import TrainingError, load_checkpoint, resume, train
 
 
 def _cfg(*overrides):
@@ -54,24 +54,11 @@ def test_training_loss_falls_and_run_folder_is_complete(tmp_path):
     assert acc == pytest.approx(results["test"]["clean_accuracy"])
 
 
-def _interrupt_after(monkeypatch, when):
-    """Make the trainer raise KeyboardInterrupt right after it saves `last` at `when`."""
-    original = Trainer._save
-
-    def save(self, name, meta):
-        original(self, name, meta)
-        if name == "last" and when(meta["position"]):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", save)
-
-
-def test_resume_after_epoch_one_is_bitwise_identical(tmp_path, monkeypatch):
+def test_resume_after_epoch_one_is_bitwise_identical(tmp_path, interrupt_after):
     full = train(_cfg(), tmp_path / "full", progress=False)
-    with monkeypatch.context() as m:
-        _interrupt_after(m, lambda pos: pos["epoch"] == 1 and pos["batch_in_epoch"] == 0)
-        with pytest.raises(KeyboardInterrupt):
-            train(_cfg(), tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(), tmp_path / "cut", progress=False,
+              callbacks=[interrupt_after(epoch=1, batch_in_epoch=0)])
     assert (
         load_checkpoint(tmp_path / "cut/checkpoints/last.safetensors").meta["position"]["epoch"]
         == 1
@@ -90,13 +77,11 @@ def test_resume_after_epoch_one_is_bitwise_identical(tmp_path, monkeypatch):
     assert full.test["clean_accuracy"] == resumed.test["clean_accuracy"]
 
 
-def test_resume_mid_epoch_is_bitwise_identical(tmp_path, monkeypatch):
+def test_resume_mid_epoch_is_bitwise_identical(tmp_path, interrupt_after):
     cfg = _cfg("run.epochs=2", "run.checkpoint_every_steps=5", "data.augment=none")
     full = train(cfg, tmp_path / "full", progress=False)
-    with monkeypatch.context() as m:
-        _interrupt_after(m, lambda pos: pos["step"] == 15)  # 10 steps per epoch: mid epoch 2
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):  # 10 steps per epoch: step 15 is mid epoch 2
+        train(cfg, tmp_path / "cut", progress=False, callbacks=[interrupt_after(step=15)])
     resumed = resume(tmp_path / "cut", progress=False)
     a = _weights(full.run_dir / "checkpoints/last.safetensors")
     b = _weights(resumed.run_dir / "checkpoints/last.safetensors")
