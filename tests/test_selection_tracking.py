@@ -118,3 +118,41 @@ def test_margin_histogram_grid_lays_out_one_panel_per_model(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # written atomically
     with pytest.raises(ValueError, match="at least one"):
         margin_histogram_grid({}, tmp_path / "none.png")
+
+
+def test_tensorboard_callback_draws_margin_records_as_histograms():
+    from wideberth.train import TensorBoardCallback
+
+    calls = []
+
+    class Writer:
+        def add_histogram(self, tag, values, step):
+            calls.append((tag, values.tolist(), step))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+    cb = TensorBoardCallback.__new__(TensorBoardCallback)  # no tensorboard needed here
+    cb.writer, cb.scalars = Writer(), False
+    cb.on_log(None, {"event": "margins", "epoch": 3, "split": "train", "distances": [0.5, None, 0.25]})
+    cb.on_log(None, {"event": "margins", "epoch": 3, "split": "test", "distances": [None]})
+    cb.on_log(None, {"event": "epoch", "epoch": 3, "train_loss": 1.5})
+    assert calls == [("margins/train", [0.5, 0.25], 3)]
+    cb.scalars = True
+    cb.on_log(None, {"event": "epoch", "epoch": 3, "train_loss": 1.5})
+    assert calls[-1] == ("train_loss", 1.5, 3)
+
+
+def test_a_margin_tracker_can_be_passed_as_a_user_callback(tmp_path):
+    from wideberth.config import TrackConfig
+    from wideberth.train import MarginTracker
+
+    tracker = MarginTracker(TrackConfig(every=2, n_train=5, n_test=0, steps=5))
+    result = train(_cfg("run.epochs=2"), tmp_path / "r", progress=False, callbacks=[tracker])
+    recs = _records(result.run_dir, "margins")
+    assert [(r["epoch"], r["split"], len(r["distances"])) for r in recs] == [
+        (1, "train", 5), (2, "train", 5)
+    ]

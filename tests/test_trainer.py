@@ -110,3 +110,44 @@ def test_step_budget_and_nonfinite_loss(tmp_path):
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(TrainingError, match="no checkpoint to resume from"):
         resume(tmp_path)
+
+
+def test_callbacks_hear_every_step_epoch_line_and_checkpoint(tmp_path):
+    from wideberth.train import Callback
+
+    events = []
+
+    class Recorder(Callback):
+        def on_fit_start(self, trainer):
+            events.append(("start", trainer.step))
+
+        def on_step_end(self, trainer, info):
+            assert info.step == trainer.step and info.batch_size > 0 and info.lr > 0
+            events.append(("step", info.step))
+
+        def on_epoch_end(self, trainer, info):
+            assert info.record["event"] == "epoch" and "clean_accuracy" in info.val
+            trainer.log_metrics({"event": "custom", "epoch": info.epoch})
+            events.append(("epoch", info.epoch, info.is_last))
+
+        def on_log(self, trainer, record):
+            events.append(("log", record["event"]))
+
+        def on_checkpoint(self, trainer, name, path, meta):
+            assert path.exists() and meta["position"] == trainer.position
+            events.append(("ckpt", name))
+
+        def on_fit_end(self, trainer, result):
+            events.append(("end", result.steps))
+
+    cfg = _cfg("run.epochs=2", "data.train_subset=100")  # 2 steps per epoch
+    result = train(cfg, tmp_path / "run", progress=False, callbacks=[Recorder()])
+    epoch = [("log", "epoch"), ("log", "custom")]
+    assert events[0] == ("start", 0) and events[-1] == ("end", 4)
+    assert [e for e in events if e[0] == "step"] == [("step", s) for s in (1, 2, 3, 4)]
+    assert [e for e in events if e[0] == "epoch"] == [("epoch", 1, False), ("epoch", 2, True)]
+    assert [e for e in events if e[0] == "log"] == epoch + epoch + [("log", "test")]
+    assert [e[1] for e in events if e[0] == "ckpt"][-1] == "last"
+    assert events.index(("epoch", 1, False)) < events.index(("ckpt", "last"))
+    # the callback's own lines are in metrics.jsonl before each epoch's checkpoint
+    assert [r["event"] for r in _lines(result.run_dir)] == ["epoch", "custom"] * 2 + ["test"]
