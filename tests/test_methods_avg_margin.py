@@ -27,7 +27,7 @@ from wideberth.methods.avg_margin import (
     penultimate,
 )
 from wideberth.models import build_model
-from wideberth.train import ExampleState, Trainer, load_checkpoint, resume, train
+from wideberth.train import ExampleState, load_checkpoint, resume, train
 
 register_method(AverageMargin)
 register_method(LCR)
@@ -402,17 +402,6 @@ def _lines(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def _interrupt_after(monkeypatch, when):
-    original = Trainer._save
-
-    def save(self, name, meta):
-        original(self, name, meta)
-        if name == "last" and when(meta["position"]):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", save)
-
-
 def _same_run(full, resumed):
     a = load_checkpoint(full / "checkpoints/last.safetensors")
     b = load_checkpoint(resumed / "checkpoints/last.safetensors")
@@ -428,7 +417,7 @@ def _same_run(full, resumed):
     assert timeless(full) == timeless(resumed)
 
 
-def test_digits_run_learns_logs_and_resumes_exactly(tmp_path, monkeypatch):
+def test_digits_run_learns_logs_and_resumes_exactly(tmp_path, interrupt_after):
     cfg = _cfg("model.name=smallcnn")  # dropout: resume must repeat the masks
     full = train(cfg, tmp_path / "full", progress=False)
     epochs = [r for r in _lines(full.run_dir) if r["event"] == "epoch"]
@@ -437,15 +426,14 @@ def test_digits_run_learns_logs_and_resumes_exactly(tmp_path, monkeypatch):
         assert 0.0 <= r["amr_active_fraction"] <= 1.0 and r["amr_ortho"] > 0
     assert epochs[-1]["amr_reg"] < epochs[0]["amr_reg"]  # the reward −[α]_0^τ grows
     assert epochs[-1]["amr_alpha_mean_correct"] > 0
-    with monkeypatch.context() as m:
-        _interrupt_after(m, lambda pos: pos["epoch"] == 1 and pos["batch_in_epoch"] == 0)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", progress=False,
+              callbacks=[interrupt_after(epoch=1, batch_in_epoch=0)])
     resumed = resume(tmp_path / "cut", progress=False)
     _same_run(full.run_dir, resumed.run_dir)
 
 
-def test_dca_lagged_features_run_resumes_mid_epoch_exactly(tmp_path, monkeypatch):
+def test_dca_lagged_features_run_resumes_mid_epoch_exactly(tmp_path, interrupt_after):
     cfg = _cfg(
         "model.name=mlp",
         "model.kwargs.hidden=[32]",
@@ -457,10 +445,8 @@ def test_dca_lagged_features_run_resumes_mid_epoch_exactly(tmp_path, monkeypatch
         "method.params.tau=2.0",
     )
     full = train(cfg, tmp_path / "full", progress=False)
-    with monkeypatch.context() as m:
-        _interrupt_after(m, lambda pos: pos["step"] == 15)  # 12 steps per epoch: mid epoch 2
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):  # 12 steps per epoch: step 15 is mid epoch 2
+        train(cfg, tmp_path / "cut", progress=False, callbacks=[interrupt_after(step=15)])
     resumed = resume(tmp_path / "cut", progress=False)
     _same_run(full.run_dir, resumed.run_dir)
     g = load_checkpoint(full.run_dir / "checkpoints/last.safetensors").example_state

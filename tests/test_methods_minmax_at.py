@@ -36,7 +36,7 @@ from wideberth.minmax.metrics import (
 from wideberth.minmax.simplex import project_simplex
 from wideberth.models import build_model
 from wideberth.threat import get_threat
-from wideberth.train import Trainer, load_checkpoint, resume, train
+from wideberth.train import load_checkpoint, resume, train
 
 
 def _digits(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,34 +295,21 @@ def test_recipes_validate_and_carry_the_papers_settings():
 
 # --------------------------------------------------------------------------- trainer runs
 
-def _interrupt_after_epoch_one(monkeypatch):
-    original = Trainer._save
-
-    def save(self, name, meta):
-        original(self, name, meta)
-        pos = meta["position"]
-        if name == "last" and pos["epoch"] == 1 and pos["batch_in_epoch"] == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", save)
-
-
 def _lines(run):
     return [{k: v for k, v in json.loads(line).items() if k != "epoch_time"}
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_short_digits_run_finishes_and_resumes_exactly(tmp_path, monkeypatch):
+def test_short_digits_run_finishes_and_resumes_exactly(tmp_path, interrupt_after):
     cfg = apply_overrides(load_recipe("digits-minmax-at"), [
         "data.val_size=100", "data.train_subset=200", "data.batch_size=50",
         "method.params.steps=3", "run.epochs=2",
         "model.kwargs={channels: [8, 16], hidden: 32, batchnorm: true}",
     ])
     full = train(cfg, tmp_path / "full", progress=False)
-    with monkeypatch.context() as m:
-        _interrupt_after_epoch_one(m)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", progress=False,
+              callbacks=[interrupt_after(epoch=1, batch_in_epoch=0)])
     resumed = resume(tmp_path / "cut", progress=False)
     a = load_checkpoint(full.run_dir / "checkpoints/last.safetensors")
     b = load_checkpoint(resumed.run_dir / "checkpoints/last.safetensors")

@@ -25,7 +25,7 @@ from wideberth.data import make_toy2d
 from wideberth.losses import soft_logit_margin
 from wideberth.methods import Batch, StepContext, build_method, register_method
 from wideberth.methods.mma import MMA, OMMA, MMAParams
-from wideberth.train import ExampleState, Trainer, load_checkpoint, resume, train
+from wideberth.train import ExampleState, load_checkpoint, resume, train
 
 register_method(MMA)
 register_method(OMMA)
@@ -331,17 +331,6 @@ def _digits_cfg(*overrides):
     return apply_overrides(load_recipe("digits-standard"), base + list(overrides))
 
 
-def _interrupt_after(monkeypatch, when):
-    original = Trainer._save
-
-    def save(self, name, meta):
-        original(self, name, meta)
-        if name == "last" and when(meta["position"]):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", save)
-
-
 def _timeless(run):
     lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k != "epoch_time"} for r in lines]
@@ -355,13 +344,11 @@ def _timeless(run):
     ],
     ids=["after-epoch-1", "mid-epoch-2"],
 )
-def test_mma_resume_is_exact(tmp_path, monkeypatch, extra, when):
+def test_mma_resume_is_exact(tmp_path, interrupt_after, extra, when):
     cfg = _digits_cfg(*extra)
     full = train(cfg, tmp_path / "full", progress=False)
-    with monkeypatch.context() as m:
-        _interrupt_after(m, when)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", progress=False, callbacks=[interrupt_after(when)])
     resumed = resume(tmp_path / "cut", progress=False)
     a = load_checkpoint(full.run_dir / "checkpoints/last.safetensors")
     b = load_checkpoint(resumed.run_dir / "checkpoints/last.safetensors")

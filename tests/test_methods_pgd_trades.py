@@ -24,7 +24,7 @@ from wideberth.methods.base import Batch, StepContext
 from wideberth.methods.pgd_at import PGDAT, PGDLS, PGDATParams, PGDLSParams, pgdls_eps
 from wideberth.methods.trades import TRADES, TRADESParams, trades_attack
 from wideberth.models import build_model
-from wideberth.train import Trainer, load_checkpoint, resume, train
+from wideberth.train import load_checkpoint, resume, train
 
 for _cls in (PGDAT, PGDLS, TRADES):
     register_method(_cls)
@@ -432,18 +432,6 @@ def _run_cfg(name: str):
     return apply_overrides(load_recipe("digits-standard"), overrides)
 
 
-def _interrupt_after_epoch_one(monkeypatch):
-    original = Trainer._save
-
-    def save(self, name, meta):
-        original(self, name, meta)
-        pos = meta["position"]
-        if name == "last" and pos["epoch"] == 1 and pos["batch_in_epoch"] == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", save)
-
-
 def _lines(run):
     return [
         {k: v for k, v in json.loads(line).items() if k != "epoch_time"}
@@ -452,13 +440,12 @@ def _lines(run):
 
 
 @pytest.mark.parametrize("name", list(_RUNS))
-def test_short_run_finishes_and_resumes_exactly(name, tmp_path, monkeypatch):
+def test_short_run_finishes_and_resumes_exactly(name, tmp_path, interrupt_after):
     cfg = _run_cfg(name)
     full = train(cfg, tmp_path / "full", progress=False)
-    with monkeypatch.context() as m:
-        _interrupt_after_epoch_one(m)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", progress=False,
+              callbacks=[interrupt_after(epoch=1, batch_in_epoch=0)])
     resumed = resume(tmp_path / "cut", progress=False)
     a = load_checkpoint(full.run_dir / "checkpoints/last.safetensors")
     b = load_checkpoint(resumed.run_dir / "checkpoints/last.safetensors")

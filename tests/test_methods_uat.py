@@ -13,7 +13,7 @@ from wideberth.config import ConfigError, apply_overrides, load_recipe
 from wideberth.example_state import ExampleState
 from wideberth.methods.base import Batch, StepContext
 from wideberth.methods.uat import UAT, UATParams
-from wideberth.train import Trainer, resume, train
+from wideberth.train import resume, train
 from wideberth.train.checkpoint import load_checkpoint
 
 
@@ -49,25 +49,16 @@ def test_params_are_validated():
         UAT(UATParams(eps=0.1)).load_state_dict({"other": torch.zeros(1)})
 
 
-def test_digits_run_carries_delta_through_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
+def test_digits_run_carries_delta_through_checkpoints_and_resumes_exactly(tmp_path, interrupt_after):
     cfg = apply_overrides(load_recipe("digits-uat"), ["run.epochs=3"])
     full = train(cfg, tmp_path / "full", progress=False)
     ck = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.safetensors")
     assert set(ck.method) == {"delta"} and ck.method["delta"].shape == (1, 8, 8)
     assert 0 < float(ck.method["delta"].abs().max()) <= 0.1 + 1e-7
     # interrupt after the first epoch's checkpoint, then resume: identical weights and δ
-    original = Trainer._save
-
-    def save(self, name, meta):
-        original(self, name, meta)
-        pos = meta["position"]
-        if name == "last" and pos["epoch"] == 1 and pos["batch_in_epoch"] == 0:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(Trainer, "_save", save)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", progress=False,
+              callbacks=[interrupt_after(epoch=1, batch_in_epoch=0)])
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.safetensors")
     assert "delta" in cut.method  # the interrupted run saved its universal perturbation
     resumed = resume(tmp_path / "cut", progress=False)

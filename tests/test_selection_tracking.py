@@ -9,7 +9,7 @@ import torch
 
 from wideberth.attacks import margin_stats
 from wideberth.config import ConfigError, apply_overrides, load_recipe
-from wideberth.train import VALIDATION_METRICS, Trainer, load_checkpoint, resume, train
+from wideberth.train import VALIDATION_METRICS, load_checkpoint, resume, train
 
 
 def _cfg(*overrides):
@@ -58,7 +58,7 @@ def test_pgd_accuracy_metric_is_below_clean_accuracy():
     assert robust < 0.9
 
 
-def test_margin_tracking_logs_fixed_subsets_and_resumes_identically(tmp_path, monkeypatch):
+def test_margin_tracking_logs_fixed_subsets_and_resumes_identically(tmp_path, interrupt_after):
     cfg = _cfg("track.every=2", "track.n_train=30", "track.n_test=20", "track.steps=30",
                "track.thresholds=[0.1, 0.5]")
     full = train(cfg, tmp_path / "full", progress=False)
@@ -73,17 +73,8 @@ def test_margin_tracking_logs_fixed_subsets_and_resumes_identically(tmp_path, mo
         assert r["median"] == pytest.approx(stats["median"])
         assert r["fraction_below"]["0.5"] == pytest.approx(stats["fraction_below"][0.5])
     # interrupted after epoch 1, then resumed: the same margins are logged
-    original = Trainer._save
-
-    def save(self, name, meta):
-        original(self, name, meta)
-        if name == "last" and meta["position"]["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", save)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(Trainer, "_save", original)
+        train(cfg, tmp_path / "cut", progress=False, callbacks=[interrupt_after(epoch=1)])
     resumed = resume(tmp_path / "cut", progress=False)
     again = _records(resumed.run_dir, "margins")
     assert [r["distances"] for r in again] == [r["distances"] for r in recs]
@@ -127,3 +118,41 @@ def test_margin_histogram_grid_lays_out_one_panel_per_model(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # written atomically
     with pytest.raises(ValueError, match="at least one"):
         margin_histogram_grid({}, tmp_path / "none.png")
+
+
+def test_tensorboard_callback_draws_margin_records_as_histograms():
+    from wideberth.train import TensorBoardCallback
+
+    calls = []
+
+    class Writer:
+        def add_histogram(self, tag, values, step):
+            calls.append((tag, values.tolist(), step))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+    cb = TensorBoardCallback.__new__(TensorBoardCallback)  # no tensorboard needed here
+    cb.writer, cb.scalars = Writer(), False
+    cb.on_log(None, {"event": "margins", "epoch": 3, "split": "train", "distances": [0.5, None, 0.25]})
+    cb.on_log(None, {"event": "margins", "epoch": 3, "split": "test", "distances": [None]})
+    cb.on_log(None, {"event": "epoch", "epoch": 3, "train_loss": 1.5})
+    assert calls == [("margins/train", [0.5, 0.25], 3)]
+    cb.scalars = True
+    cb.on_log(None, {"event": "epoch", "epoch": 3, "train_loss": 1.5})
+    assert calls[-1] == ("train_loss", 1.5, 3)
+
+
+def test_a_margin_tracker_can_be_passed_as_a_user_callback(tmp_path):
+    from wideberth.config import TrackConfig
+    from wideberth.train import MarginTracker
+
+    tracker = MarginTracker(TrackConfig(every=2, n_train=5, n_test=0, steps=5))
+    result = train(_cfg("run.epochs=2"), tmp_path / "r", progress=False, callbacks=[tracker])
+    recs = _records(result.run_dir, "margins")
+    assert [(r["epoch"], r["split"], len(r["distances"])) for r in recs] == [
+        (1, "train", 5), (2, "train", 5)
+    ]

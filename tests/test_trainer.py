@@ -9,7 +9,7 @@ import torch
 
 import wideberth as wb
 from wideberth.config import apply_overrides, load_recipe
-from wideberth.train import Trainer, TrainingError, load_checkpoint, resume, train
+from wideberth.train import TrainingError, load_checkpoint, resume, train
 
 
 def _cfg(*overrides):
@@ -54,24 +54,11 @@ def test_training_loss_falls_and_run_folder_is_complete(tmp_path):
     assert acc == pytest.approx(results["test"]["clean_accuracy"])
 
 
-def _interrupt_after(monkeypatch, when):
-    """Make the trainer raise KeyboardInterrupt right after it saves `last` at `when`."""
-    original = Trainer._save
-
-    def save(self, name, meta):
-        original(self, name, meta)
-        if name == "last" and when(meta["position"]):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save", save)
-
-
-def test_resume_after_epoch_one_is_bitwise_identical(tmp_path, monkeypatch):
+def test_resume_after_epoch_one_is_bitwise_identical(tmp_path, interrupt_after):
     full = train(_cfg(), tmp_path / "full", progress=False)
-    with monkeypatch.context() as m:
-        _interrupt_after(m, lambda pos: pos["epoch"] == 1 and pos["batch_in_epoch"] == 0)
-        with pytest.raises(KeyboardInterrupt):
-            train(_cfg(), tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(), tmp_path / "cut", progress=False,
+              callbacks=[interrupt_after(epoch=1, batch_in_epoch=0)])
     assert (
         load_checkpoint(tmp_path / "cut/checkpoints/last.safetensors").meta["position"]["epoch"]
         == 1
@@ -90,13 +77,11 @@ def test_resume_after_epoch_one_is_bitwise_identical(tmp_path, monkeypatch):
     assert full.test["clean_accuracy"] == resumed.test["clean_accuracy"]
 
 
-def test_resume_mid_epoch_is_bitwise_identical(tmp_path, monkeypatch):
+def test_resume_mid_epoch_is_bitwise_identical(tmp_path, interrupt_after):
     cfg = _cfg("run.epochs=2", "run.checkpoint_every_steps=5", "data.augment=none")
     full = train(cfg, tmp_path / "full", progress=False)
-    with monkeypatch.context() as m:
-        _interrupt_after(m, lambda pos: pos["step"] == 15)  # 10 steps per epoch: mid epoch 2
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
+    with pytest.raises(KeyboardInterrupt):  # 10 steps per epoch: step 15 is mid epoch 2
+        train(cfg, tmp_path / "cut", progress=False, callbacks=[interrupt_after(step=15)])
     resumed = resume(tmp_path / "cut", progress=False)
     a = _weights(full.run_dir / "checkpoints/last.safetensors")
     b = _weights(resumed.run_dir / "checkpoints/last.safetensors")
@@ -125,3 +110,44 @@ def test_step_budget_and_nonfinite_loss(tmp_path):
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(TrainingError, match="no checkpoint to resume from"):
         resume(tmp_path)
+
+
+def test_callbacks_hear_every_step_epoch_line_and_checkpoint(tmp_path):
+    from wideberth.train import Callback
+
+    events = []
+
+    class Recorder(Callback):
+        def on_fit_start(self, trainer):
+            events.append(("start", trainer.step))
+
+        def on_step_end(self, trainer, info):
+            assert info.step == trainer.step and info.batch_size > 0 and info.lr > 0
+            events.append(("step", info.step))
+
+        def on_epoch_end(self, trainer, info):
+            assert info.record["event"] == "epoch" and "clean_accuracy" in info.val
+            trainer.log_metrics({"event": "custom", "epoch": info.epoch})
+            events.append(("epoch", info.epoch, info.is_last))
+
+        def on_log(self, trainer, record):
+            events.append(("log", record["event"]))
+
+        def on_checkpoint(self, trainer, name, path, meta):
+            assert path.exists() and meta["position"] == trainer.position
+            events.append(("ckpt", name))
+
+        def on_fit_end(self, trainer, result):
+            events.append(("end", result.steps))
+
+    cfg = _cfg("run.epochs=2", "data.train_subset=100")  # 2 steps per epoch
+    result = train(cfg, tmp_path / "run", progress=False, callbacks=[Recorder()])
+    epoch = [("log", "epoch"), ("log", "custom")]
+    assert events[0] == ("start", 0) and events[-1] == ("end", 4)
+    assert [e for e in events if e[0] == "step"] == [("step", s) for s in (1, 2, 3, 4)]
+    assert [e for e in events if e[0] == "epoch"] == [("epoch", 1, False), ("epoch", 2, True)]
+    assert [e for e in events if e[0] == "log"] == epoch + epoch + [("log", "test")]
+    assert [e[1] for e in events if e[0] == "ckpt"][-1] == "last"
+    assert events.index(("epoch", 1, False)) < events.index(("ckpt", "last"))
+    # the callback's own lines are in metrics.jsonl before each epoch's checkpoint
+    assert [r["event"] for r in _lines(result.run_dir)] == ["epoch", "custom"] * 2 + ["test"]

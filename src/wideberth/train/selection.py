@@ -5,23 +5,37 @@ accuracy and loss, two robust ones come built in:
 
 - ``pgd_accuracy``: robust accuracy under PGD (CE loss, ``eval.attack_steps`` steps of
   2.5·ε/steps, a uniform random start) at ``eval.eps`` in ``eval.norm``;
-- ``anpgd_margin``: the MMA paper's rule (specs/mma.md §2.7 and §5.7): the mean test-time
-  AN-PGD margin, PGD at ``eval.eps`` then an LM bisection up to ``eval.margin_eps_max``
-  (1.05·d_max), misclassified examples included (their margin is ≈ 0).
+- ``anpgd_margin``: the MMA paper's rule (Ding et al., MMA training, ICLR 2020, App. C:
+  "we monitor the average margin from AN-PGD on the validation set and choose the model
+  with largest average margin"): the mean test-time AN-PGD margin, PGD at ``eval.eps``
+  then an LM bisection up to ``eval.margin_eps_max`` (1.05·d_max, as in the authors'
+  code), misclassified examples included (their margin is ≈ 0).
+
+:func:`validation_metrics` computes what the trainer logs as ``val_*`` and
+:func:`improves` decides whether an epoch becomes the new ``best``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..config import Config
+from ..data import IndexedTensors
 from ..evaluation.clean import clean_metrics
 
-__all__ = ["ValidationMetric", "VALIDATION_METRICS", "register_validation_metric"]
+__all__ = [
+    "ValidationMetric",
+    "VALIDATION_METRICS",
+    "improves",
+    "register_validation_metric",
+    "validation_metrics",
+]
 
 
 @dataclass(frozen=True)
@@ -79,3 +93,26 @@ VALIDATION_METRICS: dict[str, ValidationMetric] = {
 def register_validation_metric(name: str, metric: ValidationMetric) -> None:
     """Make ``name`` usable as ``eval.selection_metric``."""
     VALIDATION_METRICS[name] = metric
+
+
+def validation_metrics(model: nn.Module, val: IndexedTensors, cfg: Config) -> dict[str, float]:
+    """Clean accuracy and loss on the whole split ``val``, plus ``eval.selection_metric``."""
+    x, y, _ = val.get_batch(torch.arange(len(val)))
+    out = clean_metrics(model, x, y, cfg.data.eval_batch_size)
+    metric = cfg.eval.selection_metric
+    if metric not in out:
+        out[metric] = VALIDATION_METRICS[metric].fn(model, x, y, cfg)
+    return {k: v for k, v in out.items() if k != "n"}
+
+
+def improves(best: dict[str, Any], val: dict[str, float], metric: str) -> bool:
+    """Whether validation metrics ``val`` beat ``best`` (``value``, ``val_loss``) on ``metric``.
+
+    A tie on the metric (common for accuracy on a small validation split) goes to the
+    lower validation loss.
+    """
+    value = val[metric]
+    higher = VALIDATION_METRICS[metric].higher_is_better
+    better = best["value"] is None or (value > best["value"] if higher else value < best["value"])
+    tie = value == best["value"] and val["loss"] < best.get("val_loss", math.inf)
+    return better or tie

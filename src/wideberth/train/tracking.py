@@ -5,28 +5,35 @@ and every ``track.every`` epochs estimates their margins with a pluggable estima
 
 - ``fmn`` / ``anpgd`` / ``cw``: attack-based estimates (upper bounds on the true distance)
   from :func:`wideberth.attacks.estimate_margin_result`;
-- ``gradient``: Wu & Yu's sampled Lipschitz estimate (spec A4), a lower-bound style
-  estimate capped at its radius, from :func:`wideberth.attacks.gradient_margin_bound`.
+- ``gradient``: Wu & Yu's sampled Lipschitz estimate (Wu & Yu, *Understanding adversarial
+  robustness: the trade-off between minimum and average margin*, §5.1, App. F, eq. 16), a
+  lower-bound style estimate capped at its radius, from
+  :func:`wideberth.attacks.gradient_margin_bound`.
 
 Each measurement becomes one ``{"event": "margins", ...}`` line of ``metrics.jsonl`` per
 split: the statistics of :func:`wideberth.attacks.margin_stats` plus every per-example
 distance (so ``wideberth plot`` can redraw the per-epoch histograms), with ``null`` for
-"no adversarial found within the search range". When TensorBoard is installed the
-distances are also written as histograms under ``RUN/tensorboard``.
+"no adversarial found within the search range". The tracker is a trainer
+:class:`~wideberth.train.Callback`: the trainer adds one when ``track.every > 0``, and a
+:class:`~wideberth.train.TensorBoardCallback` draws its distances as histograms.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..config import TrackConfig
 from ..data import DataSplits, IndexedTensors
+from .callbacks import Callback, EpochInfo
+
+if TYPE_CHECKING:
+    from ..attacks.margin import Method as MarginMethod
+    from .trainer import Trainer
 
 __all__ = ["MarginTracker"]
 
@@ -40,34 +47,53 @@ def _subset(ds: IndexedTensors, n: int, seed: int) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-class MarginTracker:
-    """Estimate and log margins of fixed train/test subsets every ``cfg.every`` epochs."""
+class MarginTracker(Callback):
+    """Estimate and log margins of fixed train/test subsets every ``cfg.every`` epochs.
+
+    As a callback it measures after the first, every ``every``-th and the last epoch and
+    logs the records through ``trainer.log_metrics`` (before the epoch's checkpoint, so a
+    resumed run keeps them). ``splits``, ``batch_size`` and ``device`` default to the
+    trainer's data splits, ``data.eval_batch_size`` and device when the fit starts.
+    """
 
     def __init__(
         self,
         cfg: TrackConfig,
-        splits: DataSplits,
+        splits: DataSplits | None = None,
         *,
-        batch_size: int,
-        device: torch.device,
-        run_dir: Path | None = None,
+        batch_size: int | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.cfg = cfg
         self.batch_size = batch_size
         self.device = device
         self.subsets: dict[str, tuple[Tensor, Tensor]] = {}
+        self._ready = False
+        if splits is not None:
+            self._choose_subsets(splits)
+
+    def _choose_subsets(self, splits: DataSplits) -> None:
+        cfg = self.cfg
         if cfg.n_train:
             self.subsets["train"] = _subset(splits.train, cfg.n_train, cfg.seed)
         if cfg.n_test:
             self.subsets["test"] = _subset(splits.test, cfg.n_test, cfg.seed + 1)
-        self._writer: Any = None
-        if run_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        self._ready = True
 
-                self._writer = SummaryWriter(str(run_dir / "tensorboard"))
-            except Exception:  # tensorboard not installed: metrics.jsonl only
-                self._writer = None
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Fill in what the constructor left open from the trainer."""
+        if self.batch_size is None:
+            self.batch_size = trainer.cfg.data.eval_batch_size
+        if self.device is None:
+            self.device = trainer.device
+        if not self._ready:
+            self._choose_subsets(trainer.splits)
+
+    def on_epoch_end(self, trainer: Trainer, info: EpochInfo) -> None:
+        """Measure when :meth:`due` and log one record per split."""
+        if self.due(info.epoch, info.is_last):
+            for record in self.measure(trainer.model, info.epoch):
+                trainer.log_metrics(record)
 
     def due(self, epoch: int, last: bool) -> bool:
         """Whether to measure after (1-based) ``epoch``: the first, every ``every``-th, the last."""
@@ -78,18 +104,21 @@ class MarginTracker:
     def _distances(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         from ..attacks import estimate_margin_result, gradient_margin_bound
 
+        size = self.batch_size or x.shape[0]
+        device = self.device or torch.device("cpu")
         out = []
-        for i in range(0, x.shape[0], self.batch_size):
-            xb = x[i : i + self.batch_size].to(self.device)
-            yb = y[i : i + self.batch_size].to(self.device)
+        for i in range(0, x.shape[0], size):
+            xb = x[i : i + size].to(device)
+            yb = y[i : i + size].to(device)
             if self.cfg.method == "gradient":
                 d = gradient_margin_bound(model, xb, yb, self.cfg.norm, seed=self.cfg.seed, check=False)
             else:
                 kwargs: dict[str, Any] = {"steps": self.cfg.steps}
                 if self.cfg.method == "anpgd":
                     kwargs["seed"] = self.cfg.seed
+                method = cast("MarginMethod", self.cfg.method)  # validated in config
                 d = estimate_margin_result(
-                    model, xb, yb, self.cfg.norm, self.cfg.method, check=False, **kwargs
+                    model, xb, yb, self.cfg.norm, method, check=False, **kwargs
                 ).distance
             out.append(d.detach().cpu())
         return torch.cat(out)
@@ -115,11 +144,6 @@ class MarginTracker:
                     "distances": [float(v) if math.isfinite(v) else None for v in d.tolist()],
                 }
             )
-            if self._writer is not None:
-                finite = d[torch.isfinite(d)]
-                if finite.numel():
-                    self._writer.add_histogram(f"margins/{split}", finite, epoch)
-                    self._writer.flush()
             log.info(
                 "margins (%s, %s) %s: mean %.4f median %.4f",
                 self.cfg.norm, self.cfg.method, split, stats["mean"], stats["median"],
