@@ -23,11 +23,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
     """Attack a run's model on its test split; print clean and robust accuracy and
     perturbation-norm statistics; optionally save the adversarial examples (safetensors)."""
     from ..attacks.registry import get_attack
-    from ..evaluation.attack_summary import attack_summary
+    from ..evaluation.attack_summary import summarize_attack
 
     get_attack(args.attack).check_norm(args.norm)  # a clear error before loading anything
     model, x, y, device = load_for_attack(args)
-    s = attack_summary(model, x, y, attack=args.attack, norm=args.norm, eps=args.eps,
+    s = summarize_attack(model, x, y, attack=args.attack, norm=args.norm, eps=args.eps,
                        steps=args.steps, restarts=args.restarts, seed=args.seed,
                        batch_size=args.batch_size, device=device)
     print(f"attack {s.attack} ({args.norm}, eps {args.eps:g}, steps {args.steps}, "

@@ -1,7 +1,7 @@
 """One attack over a whole split, summarised: clean and robust accuracy and the sizes of the
 perturbations (what ``wideberth attack`` prints), with the adversarial examples kept.
 
-:func:`attack_summary` runs any registered attack (:func:`wideberth.attacks.run_attack`)
+:func:`summarize_attack` runs any registered attack (:func:`wideberth.attacks.run_attack`)
 batch by batch at one budget ε and returns an :class:`AttackSummary`; its
 :meth:`~AttackSummary.save` writes the adversarial examples as safetensors, atomically.
 """
@@ -22,7 +22,7 @@ from ..fileio import atomic_path
 from ..threat import get_threat
 from .clean import model_device
 
-__all__ = ["AttackSummary", "attack_summary", "norm_quartiles"]
+__all__ = ["AttackSummary", "norm_quartiles", "summarize_attack"]
 
 
 def norm_quartiles(values: Tensor) -> dict[str, float] | None:
@@ -118,7 +118,7 @@ class AttackSummary:
         return path
 
 
-def attack_summary(
+def summarize_attack(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
