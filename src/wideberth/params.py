@@ -80,17 +80,16 @@ class ParamSpec:
     hint: str = ""
     nullable: bool = False  # set while coercing an optional field (for messages only)
 
-    def range_text(self, integer: bool) -> str:
+    def range_text(self) -> str:
         """The bounds in words: ``">= 0"``, ``"in [0, 1)"``, ``""`` when unbounded."""
         lo, lo_open = (self.gt, True) if self.gt is not None else (self.ge, False)
         hi, hi_open = (self.lt, True) if self.lt is not None else (self.le, False)
-        fmt = _fmt_int if integer else _fmt_num
         if lo is not None and hi is not None:
-            return f"in {'(' if lo_open else '['}{fmt(lo)}, {fmt(hi)}{')' if hi_open else ']'}"
+            return f"in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
         if lo is not None:
-            return f"{'>' if lo_open else '>='} {fmt(lo)}"
+            return f"{'>' if lo_open else '>='} {_fmt(lo)}"
         if hi is not None:
-            return f"{'<' if hi_open else '<='} {fmt(hi)}"
+            return f"{'<' if hi_open else '<='} {_fmt(hi)}"
         return ""
 
     def in_range(self, v: float) -> bool:
@@ -107,12 +106,8 @@ class ParamSpec:
 _PLAIN = ParamSpec(finite=False)
 
 
-def _fmt_int(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(v)
-
-
-def _fmt_num(v: float) -> str:
-    return _fmt_int(v) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
 
 
 def param(
@@ -243,13 +238,8 @@ def _requirement(tp: Any, spec: ParamSpec, *, with_kind: bool) -> str:
     if spec.choices is not None:
         text = f"one of {', '.join(spec.choices)}"
     else:
-        rng = spec.range_text(integer)
-        if integer:
-            text = f"{_kind(tp)} {rng}".strip()
-        elif with_kind or not rng:
-            text = f"{_kind(tp)} {rng}".strip()
-        else:
-            text = rng
+        rng = spec.range_text()  # a float's range alone says it: ">= 0", "in [0, 1]"
+        text = rng if rng and not (integer or with_kind) else f"{_kind(tp)} {rng}".strip()
     if (_nullable(tp) or spec.nullable) and not spec.required:
         text += " or null"
     return text
@@ -383,10 +373,6 @@ def _constrain(value: Any, tp: Any, key: str, spec: ParamSpec, scope: Scope) -> 
 
 # --------------------------------------------------------------------------- dataclasses
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def scope_of(cls: type) -> Scope:
     """The scope a parameter class declares (``param_scope()``), or the root scope."""
     get = getattr(cls, "param_scope", None)
@@ -398,7 +384,7 @@ def validate_fields(obj: Any, scope: Scope | None = None) -> None:
     ``check()`` (cross-field rules), if it has one."""
     cls = type(obj)
     scope = scope if scope is not None else scope_of(cls)
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         new = coerce(value, hints[f.name], scope.key(f.name), param_spec(f), scope)

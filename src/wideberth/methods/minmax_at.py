@@ -28,8 +28,7 @@ Outer minimisation: one optimiser step on θ for the batch loss
     L = (1 − c)·mean_b Σ_i w_bi CE(f(x_b + δ_bi), y_b) + c·CE(f(x), y) + λ·mean_b h_b
 
 with w and δ fixed (the regulariser is constant in θ). ``c = clean_weight`` (default 0.5:
-the paper's "ratio 0.5" of App. C.2, "adversarial:benign = 1.0" in Table A8), λ the DPAR
-weight.
+App. C.2's "ratio 0.5", Table A8's "adversarial:benign = 1.0"), λ the DPAR weight.
 
 Baselines (``variant``):
 
@@ -128,10 +127,9 @@ class AMPGDResult:
 
 
 def _per_type(name: str, value: float | Sequence[float], k: int) -> list[float]:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number or {k} numbers; got {value!r}")
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return [float(value)] * k
+    assert not isinstance(value, (int, float)), f"{name}: expected a number or {k} numbers"
     vals = [float(v) for v in value]
     if len(vals) != k:
         raise ValueError(f"{name} must have one entry per perturbation type ({k}); got {len(vals)}")
