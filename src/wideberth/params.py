@@ -27,9 +27,8 @@ Coercion rules: an ``int`` widens to ``float``; a string that parses as a number
 an ``int``; a tuple is a list; ``None`` only where the annotation allows it. Choices match
 case-insensitively and give the declared spelling. The rules of a list field (``convert``,
 ``choices``, bounds) apply to each entry. Cross-field rules belong in a ``check()`` method
-of the dataclass, which raises through :meth:`Params.fail` (or :func:`fail`).
-
-This module is the lowest layer of the library: it imports only the standard library.
+of the dataclass, which raises through :meth:`Params.fail` (or :func:`fail`). This module is
+the lowest layer of the library: it imports only the standard library.
 """
 
 from __future__ import annotations
@@ -219,7 +218,8 @@ def _plural(tp: Any) -> str:
 
 
 def _nullable(tp: Any) -> bool:
-    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    return union and type(None) in typing.get_args(tp)
 
 
 def _scalar_types(tp: Any) -> list[Any]:
@@ -259,7 +259,9 @@ def _with_hint(message: str, spec: ParamSpec) -> str:
     return f"{message} ({spec.hint})"
 
 
-def coerce(value: Any, tp: Any, key: str, spec: ParamSpec = _PLAIN, scope: Scope | None = None) -> Any:
+def coerce(
+    value: Any, tp: Any, key: str, spec: ParamSpec = _PLAIN, scope: Scope | None = None
+) -> Any:
     """``value`` as the annotation ``tp`` under the rules ``spec``; :class:`ConfigError` if not.
 
     ``key`` names the value in messages (``"optim.lr"``, ``"params.eps"``); ``scope`` adds
@@ -411,9 +413,10 @@ def validate_params(cls: type[T], mapping: Mapping[str, Any] | None, *,
     if unknown:
         dotted = f"{scope.path}.{unknown[0]}" if scope.path else str(unknown[0])
         owner = scope.where or scope.path
-        valid = ", ".join(names) if names else f"(none: this {owner or 'section'} takes no {scope.kind}s)"
+        none = f"(none: this {owner or 'section'} takes no {scope.kind}s)"
+        of = f" of {owner}" if owner else ""
         raise ConfigError(
-            f"unknown {scope.kind} {dotted}; valid {scope.kind}s{' of ' + owner if owner else ''}: {valid}"
+            f"unknown {scope.kind} {dotted}; valid {scope.kind}s{of}: {', '.join(names) or none}"
         )
     for f in fields:
         no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING

@@ -1,10 +1,10 @@
 """Wu & Yu's average-margin regulariser (AMR) and the LCR baseline.
 
 Paper: K. Wu, Y. Yu, *Understanding adversarial robustness: the trade-off between minimum
-and average margin* (2019), §4.2, eqs. 13–15, App. F. Standard training raises the minimum margin but lets the *average* margin shrink;
-AMR rewards every correctly classified point's margin up to a threshold τ, and keeps the
-network's Lipschitz constant near 1 with an orthogonality penalty so that a feature-space
-margin bounds the input-space one.
+and average margin* (2019), §4.2, eqs. 13–15, App. F. Standard training raises the minimum
+margin but lets the *average* margin shrink; AMR rewards every correctly classified point's
+margin up to a threshold τ, and keeps the network's Lipschitz constant near 1 with an
+orthogonality penalty so that a feature-space margin bounds the input-space one.
 
 The objective (eq. 15, per batch; the β term once per batch, not per sample)::
 

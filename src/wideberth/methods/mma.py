@@ -1,9 +1,9 @@
 """MMA and OMMA training: adversarial training at each example's own margin.
 
 Paper: Ding, Sharma, Lui & Huang, *MMA Training: Direct Input Space Margin Maximization
-through Adversarial Training*, ICLR 2020 (§2.4–2.5, Eqs. 7–8, Algorithm 2), with the authors' code
-(``BorealisAI/mma_training``, ``trainer.py: train_one_batch``) settling what the paper
-leaves open. Norms: ``"linf"`` and ``"l2"`` as in the paper (``"l1"`` also runs).
+through Adversarial Training*, ICLR 2020 (§2.4–2.5, Eqs. 7–8, Algorithm 2), with the
+authors' code (``BorealisAI/mma_training``, ``trainer.py: train_one_batch``) settling what
+the paper leaves open. Norms: ``"linf"`` and ``"l2"`` as in the paper (``"l1"`` also runs).
 
 One step on a batch of ``m`` examples (Algorithm 2, as the authors' ``train_one_batch``
 does it), model in train mode:

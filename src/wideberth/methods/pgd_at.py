@@ -9,8 +9,8 @@ minimises the robust cross-entropy
 with the inner maximisation approximated by PGD (:func:`wideberth.attacks.pgd`), and the
 θ-update taken on the **last** PGD iterate (as in both papers). Optionally the clean loss is
 mixed in: ``(1 − w)·CE(f(x_adv), y) + w·CE(f(x), y)`` (``clean_weight = w``; default 0,
-"pure Madry": the MMA paper does not say whether its PGD baselines mix in the clean loss,
-and its App. C describes training on the PGD examples).
+"pure Madry": the MMA paper does not say whether its PGD baselines mix in the clean loss;
+pure adversarial CE is the library's reading).
 
 **PGDLS** (MMA paper §4.2, "PGD with Linear Scaling") is PGD-AT whose ε grows linearly from 0
 to the target over the first ``ramp_epochs`` epochs (50 in the paper), then stays constant.
@@ -21,11 +21,11 @@ see :func:`pgdls_eps` for the exact convention. The PGD step size scales with th
 Norms: anything :func:`wideberth.threat.get_threat` accepts (``"linf"``, ``"l2"``,
 ``"l1"``); the papers use ℓ∞ and ℓ2.
 
-MMA's settings (Ding et al. 2020, App. C, the same for PGD and MMA training): 40-step (MNIST) / 10-step (CIFAR-10) PGD on the
-**soft logit margin** (``attack_loss: slm``) with step ``2.5·ε/steps`` and advertorch's
-random start (``init: advertorch``); the θ-loss is CE. SLM and CE give identical sign /
-normalised-gradient PGD iterates (Ding et al. 2020, Prop. 2.4), but SLM does not saturate in
-float32.
+MMA's settings (Ding et al. 2020, App. C, the same for PGD and MMA training): 40-step
+(MNIST) / 10-step (CIFAR-10) PGD on the **soft logit margin** (``attack_loss: slm``) with
+step ``2.5·ε/steps`` and advertorch's random start (``init: advertorch``); the θ-loss is CE.
+SLM and CE give identical sign / normalised-gradient PGD iterates (Ding et al. 2020,
+Prop. 2.4), but SLM does not saturate in float32.
 
 BatchNorm during the attack (``attack_bn``, :mod:`wideberth.methods.common`):
 
