@@ -2,8 +2,9 @@
 
 A :class:`Config` has one section per stage of the pipeline (``data``, ``model``, ``optim``,
 ``schedule``, ``method``, ``eval``, ``run``). It is loaded from YAML with ``yaml.safe_load``
-only, validated strictly (an unknown key names the valid ones; a wrong type or a negative
-learning rate is an error that says how to fix it), and saved, fully resolved, into every run
+only, validated strictly by :mod:`wideberth.params` (the same coercer and messages as the
+methods' parameters: an unknown key names the valid ones; a wrong type or a negative learning
+rate is an error that says how to fix it), and saved, fully resolved, into every run
 folder and checkpoint so that a run can be reproduced from it alone.
 
 Recipes are YAML files shipped in ``wideberth/recipes``; each may carry a top-level
@@ -14,14 +15,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .params import ConfigError, Scope, fail, param, validate_params
 
 __all__ = [
     "ConfigError",
@@ -43,14 +44,13 @@ __all__ = [
     "list_recipes",
     "load_recipe",
     "recipe_description",
+    "validate",
     "DEFAULT_RECIPE",
 ]
 
 DEFAULT_RECIPE = "digits-standard"
 
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message says what was expected."""
+_NORMS = ("linf", "l2", "l1")
 
 
 @dataclass
@@ -59,11 +59,12 @@ class DataConfig:
 
     name: str = "digits"
     data_dir: str | None = None
-    val_size: int = 0
-    train_subset: int | None = None
-    batch_size: int = 64
-    eval_batch_size: int = 500
-    augment: str | None = "auto"  # "auto" = the dataset's default; "none"/null = off; "cifar"
+    val_size: int = param(0, ge=0)
+    train_subset: int | None = param(None, ge=1)
+    batch_size: int = param(64, ge=1)
+    eval_batch_size: int = param(500, ge=1)
+    # "auto" = the dataset's default; "none"/null = off; "cifar"
+    augment: str | None = param("auto", choices=("auto", "none", "cifar"))
     download: bool = True
     split_seed: int = 0
 
@@ -80,12 +81,12 @@ class ModelConfig:
 class OptimConfig:
     """Optimiser: ``sgd`` (momentum, Nesterov, weight decay) or ``adam``."""
 
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
+    name: str = param("sgd", choices=("sgd", "adam"))
+    lr: float = param(0.1, ge=0, hint="a learning rate")
+    momentum: float = param(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = param(0.0, ge=0)
+    betas: list[float] = param(default_factory=lambda: [0.9, 0.999], ge=0, lt=1)
 
 
 @dataclass
@@ -101,17 +102,18 @@ class ScheduleConfig:
     ``warmup_steps`` ramps linearly from 0 at the start for any schedule.
     """
 
-    name: str = "constant"
+    name: str = param("constant", choices=("constant", "piecewise", "cosine"))
     milestones: list[int] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    milestone_unit: str = "step"
-    min_lr: float = 0.0
-    warmup_steps: int = 0
+    values: list[float] = param(default_factory=list, ge=0)
+    milestone_unit: str = param("step", choices=("step", "epoch"))
+    min_lr: float = param(0.0, ge=0)
+    warmup_steps: int = param(0, ge=0)
 
 
 @dataclass
 class MethodConfig:
-    """Training objective (``wideberth.methods.list_methods()``) and its parameters."""
+    """Training objective (``wideberth.methods.list_methods()``) and its parameters (checked
+    by the method's own ``Params`` when it is built)."""
 
     name: str = "standard"
     params: dict[str, Any] = field(default_factory=dict)
@@ -126,19 +128,20 @@ class EvalConfig:
     - ``clean_accuracy`` (higher is better) or ``loss`` (lower);
     - ``pgd_accuracy``: robust accuracy under ``attack_steps``-step PGD (CE, step
       2.5·eps/steps) at ``eps`` in ``norm``;
-    - ``anpgd_margin``: MMA's rule (specs/mma.md §2.7, §5.7), the average margin from the
+    - ``anpgd_margin``: MMA's rule (Ding et al. 2020, App. C: keep the checkpoint with the
+      largest average AN-PGD margin on the validation set), the average margin from the
       test-time AN-PGD (PGD at ``eps``, LM bisection up to ``margin_eps_max``).
 
     ``test_n`` limits the final test evaluation to the first N test examples (null: all).
     """
 
     selection_metric: str = "clean_accuracy"
-    every: int = 1
-    test_n: int | None = None
-    norm: str = "linf"
-    eps: float = 0.0
-    attack_steps: int = 20
-    margin_eps_max: float | None = None
+    every: int = param(1, ge=1)
+    test_n: int | None = param(None, ge=1)
+    norm: str = param("linf", choices=_NORMS)
+    eps: float = param(0.0, ge=0, hint="a perturbation size")
+    attack_steps: int = param(20, ge=1)
+    margin_eps_max: float | None = param(None, gt=0)
 
 
 @dataclass
@@ -149,12 +152,12 @@ class TrackConfig:
     Wu & Yu's sampled Lipschitz lower bound) in ``norm``, and log their distribution.
     ``every: 0`` turns tracking off."""
 
-    every: int = 0
-    n_train: int = 500
-    n_test: int = 500
-    norm: str = "l2"
-    method: str = "fmn"
-    steps: int = 100
+    every: int = param(0, ge=0, hint="0 = off")
+    n_train: int = param(500, ge=0)
+    n_test: int = param(500, ge=0)
+    norm: str = param("l2", choices=_NORMS)
+    method: str = param("fmn", choices=("fmn", "anpgd", "cw", "gradient"))
+    steps: int = param(100, ge=1)
     thresholds: list[float] = field(default_factory=lambda: [0.05])
     seed: int = 0
 
@@ -167,11 +170,11 @@ class RunConfig:
     """
 
     seed: int = 0
-    epochs: int | None = 10
-    steps: int | None = None
+    epochs: int | None = param(10, ge=1)
+    steps: int | None = param(None, ge=1)
     device: str = "auto"
-    log_every: int = 20
-    checkpoint_every_steps: int | None = None
+    log_every: int = param(20, ge=1)
+    checkpoint_every_steps: int | None = param(None, ge=1)
     threads: int | None = None
 
 
@@ -191,93 +194,15 @@ class Config:
     description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain mapping of the config (:func:`config_to_dict`)."""
         return config_to_dict(self)
 
     def copy(self) -> Config:
+        """A deep copy."""
         return copy.deepcopy(self)
 
 
 # --------------------------------------------------------------------------- conversion
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and return it (ints widen to floats)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(
-            f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}"
-        )
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
-        return _from_dict(tp, value, where)
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item_tp,) = args or (Any,)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp!r}")  # pragma: no cover
-
-
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!s}; valid keys{' of ' + where if where else ''}: "
-            + ", ".join(names)
-        )
-    kwargs = {}
-    for name in names:
-        if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}" if where else name)
-    return cls(**kwargs)
-
 
 def config_from_dict(data: dict[str, Any] | None) -> Config:
     """Build and validate a :class:`Config` from a plain mapping (missing keys take defaults)."""
@@ -285,7 +210,7 @@ def config_from_dict(data: dict[str, Any] | None) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
-    cfg = _from_dict(Config, data, "")
+    cfg = validate_params(Config, data, scope=Scope())
     validate(cfg)
     return cfg
 
@@ -299,43 +224,19 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def _require(cond: bool, message: str) -> None:
     if not cond:
-        raise ConfigError(message)
+        fail(message)
 
 
 def validate(cfg: Config) -> None:
-    """Check value ranges and cross-field rules; raise :class:`ConfigError` with the fix."""
-    d, o, s, r, e = cfg.data, cfg.optim, cfg.schedule, cfg.run, cfg.eval
-    _require(d.batch_size > 0, f"data.batch_size must be positive, got {d.batch_size}")
-    _require(d.eval_batch_size > 0, f"data.eval_batch_size must be positive, got {d.eval_batch_size}")
-    _require(d.val_size >= 0, f"data.val_size must be >= 0, got {d.val_size}")
-    _require(
-        d.train_subset is None or d.train_subset > 0,
-        f"data.train_subset must be positive or null, got {d.train_subset}",
-    )
-    _require(
-        d.augment in (None, "auto", "none", "cifar"),
-        f"data.augment must be one of auto, none, cifar or null, got {d.augment!r}",
-    )
-    _require(o.name in ("sgd", "adam"), f"optim.name must be 'sgd' or 'adam', got {o.name!r}")
-    _require(o.lr >= 0, f"optim.lr must be >= 0 (a learning rate), got {o.lr}")
-    _require(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
-    _require(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
+    """The rules that involve several fields (each field's own type, range and choices are
+    declared on its dataclass and checked while the config is built); raise
+    :class:`ConfigError` with the fix."""
+    o, s, r, e, t = cfg.optim, cfg.schedule, cfg.run, cfg.eval, cfg.track
     _require(
         not o.nesterov or (o.name == "sgd" and o.momentum > 0),
         "optim.nesterov needs optim.name: sgd and optim.momentum > 0",
     )
-    _require(
-        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
-        f"optim.betas must be two numbers in [0, 1), got {o.betas}",
-    )
-    _require(
-        s.name in ("constant", "piecewise", "cosine"),
-        f"schedule.name must be constant, piecewise or cosine, got {s.name!r}",
-    )
-    _require(
-        s.milestone_unit in ("step", "epoch"),
-        f"schedule.milestone_unit must be 'step' or 'epoch', got {s.milestone_unit!r}",
-    )
+    _require(len(o.betas) == 2, f"optim.betas must be two numbers in [0, 1), got {o.betas}")
     if s.name == "piecewise":
         _require(
             len(s.values) == len(s.milestones) + 1,
@@ -347,33 +248,10 @@ def validate(cfg: Config) -> None:
             all(a < b for a, b in zip(s.milestones, s.milestones[1:], strict=False)),
             f"schedule.milestones must increase, got {s.milestones}",
         )
-    _require(all(v >= 0 for v in s.values), f"schedule.values must be >= 0, got {s.values}")
-    _require(s.min_lr >= 0, f"schedule.min_lr must be >= 0, got {s.min_lr}")
-    _require(s.warmup_steps >= 0, f"schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
-    _require(
-        r.epochs is not None or r.steps is not None,
-        "set a budget: run.epochs or run.steps",
-    )
-    _require(r.epochs is None or r.epochs > 0, f"run.epochs must be positive, got {r.epochs}")
-    _require(r.steps is None or r.steps > 0, f"run.steps must be positive, got {r.steps}")
+    _require(r.epochs is not None or r.steps is not None, "set a budget: run.epochs or run.steps")
     _require(
         r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:"),
         f"run.device must be auto, cpu, cuda or cuda:N, got {r.device!r}",
-    )
-    _require(r.log_every > 0, f"run.log_every must be positive, got {r.log_every}")
-    _require(
-        r.checkpoint_every_steps is None or r.checkpoint_every_steps > 0,
-        f"run.checkpoint_every_steps must be positive or null, got {r.checkpoint_every_steps}",
-    )
-    _require(e.every > 0, f"eval.every must be positive, got {e.every}")
-    _require(e.eps >= 0, f"eval.eps must be >= 0 (a perturbation size), got {e.eps}")
-    _require(e.attack_steps > 0, f"eval.attack_steps must be positive, got {e.attack_steps}")
-    _require(
-        e.norm in ("linf", "l2", "l1"), f"eval.norm must be linf, l2 or l1, got {e.norm!r}"
-    )
-    _require(
-        e.margin_eps_max is None or e.margin_eps_max > 0,
-        f"eval.margin_eps_max must be positive or null, got {e.margin_eps_max}",
     )
     if e.selection_metric in ("pgd_accuracy", "anpgd_margin"):
         _require(
@@ -385,20 +263,10 @@ def validate(cfg: Config) -> None:
             e.margin_eps_max is not None,
             "eval.selection_metric anpgd_margin needs eval.margin_eps_max (MMA: 1.05·d_max)",
         )
-    t = cfg.track
-    _require(t.every >= 0, f"track.every must be >= 0 (0 = off), got {t.every}")
-    _require(t.n_train >= 0 and t.n_test >= 0, "track.n_train and track.n_test must be >= 0")
-    _require(t.norm in ("linf", "l2", "l1"), f"track.norm must be linf, l2 or l1, got {t.norm!r}")
-    _require(
-        t.method in ("fmn", "anpgd", "cw", "gradient"),
-        f"track.method must be fmn, anpgd, cw or gradient, got {t.method!r}",
-    )
     _require(t.method != "cw" or t.norm == "l2", "track.method cw is an l2 attack: set track.norm: l2")
-    _require(t.steps > 0, f"track.steps must be positive, got {t.steps}")
-    _require(e.test_n is None or e.test_n > 0, f"eval.test_n must be positive or null, got {e.test_n}")
     for key, value in cfg.method.params.items():
         if _is_radius_key(key) and isinstance(value, (int, float)) and value < 0:
-            raise ConfigError(f"method.params.{key} must be >= 0 (a perturbation size), got {value}")
+            fail(f"method.params.{key} must be >= 0 (a perturbation size), got {value}")
 
 
 def _is_radius_key(key: str) -> bool:

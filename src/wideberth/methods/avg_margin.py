@@ -1,11 +1,10 @@
 """Wu & Yu's average-margin regulariser (AMR) and the LCR baseline.
 
 Paper: K. Wu, Y. Yu, *Understanding adversarial robustness: the trade-off between minimum
-and average margin* (``papers/002_61d840b9de2807a8.txt``; ``specs/trades-and-average-margin.md``
-Part A). Standard training raises the minimum margin but lets the *average* margin shrink;
-AMR rewards every correctly classified point's margin up to a threshold τ, and keeps the
-network's Lipschitz constant near 1 with an orthogonality penalty so that a feature-space
-margin bounds the input-space one.
+and average margin* (2019), §4.2, eqs. 13–15, App. F. Standard training raises the minimum
+margin but lets the *average* margin shrink; AMR rewards every correctly classified point's
+margin up to a threshold τ, and keeps the network's Lipschitz constant near 1 with an
+orthogonality penalty so that a feature-space margin bounds the input-space one.
 
 The objective (eq. 15, per batch; the β term once per batch, not per sample)::
 
@@ -13,6 +12,7 @@ The objective (eq. 15, per batch; the β term once per batch, not per sample)::
 
 with ``α_i = min_{k≠y_i} s_ik`` the margin of example i w.r.t. its **true** label and
 ``Ŵ_l`` every conv / linear weight reshaped to ``(out, −1)`` (the final layer included).
+The terms (margins, ``R``, the penalty) are in :mod:`wideberth.methods.margin_regularizer`.
 
 Margin space (``margin_space``):
 
@@ -26,14 +26,14 @@ Margin space (``margin_space``):
   pairwise boundary). Without the bias, ``α > 0`` no longer coincides exactly with "correctly
   classified".
 
-Regulariser ``R`` (``variant``; the paper has no algorithm box and the authors' code changed,
-see spec A3.4):
+Regulariser ``R`` (``variant``; the paper has no algorithm box and the authors' code changed
+over time; which variant produced the paper's tables is not known):
 
 * ``"paper"`` (default, eq. 9/15): ``R(α) = −[α]_0^τ = −clamp(α, 0, τ)``. Zero for
   misclassified points; subgradient −1 on ``0 < α < τ`` and 0 elsewhere (also at the ends),
   through the arg-min runner-up class only.
 * ``"dca_epoch"`` (the authors' earlier code): the DC split ``−[α]_0^τ = H_τ(α) − H_0(α) − τ``
-  (spec A3.2; the paper prints ``+τ``) with ``H_s(t) = max(0, s − t)``. Each step minimises
+  (eq. 10, whose ``+τ`` should read ``−τ``) with ``H_s(t) = max(0, s − t)``. Each step minimises
   ``CE + λ·mean H_τ(α) + β·orth`` and subtracts a *stored* gradient ``λ·G`` of the concave
   part, ``G = ∇_θ mean_i H_0(α_i)`` linearised once per epoch. ``dca_linearization``:
 
@@ -62,17 +62,10 @@ see spec A3.4):
 Whatever the variant, the loss *value* the method returns for ``"dca_epoch"`` equals the
 ``"paper"`` objective on the batch (the linear term has value 0); only its gradient differs.
 
-Orthogonality penalty: ``Σ_l ‖Ŵ Ŵᵀ − I‖²_F`` over every ``nn.Conv*d`` and ``nn.Linear``
-weight (transposed convs use ``(out, in, …)``). As in the paper and the code this is
-``Ŵ Ŵᵀ`` of shape out×out, also for wide layers where ``out > in·k·k``: there ``ŴŴᵀ`` has
-rank ≤ in·k·k, so the penalty is at least ``out − in·k·k`` and cannot reach zero (it still
-pushes the nonzero singular values to 1). We follow the paper literally and compute it via
-the smaller Gram matrix (``‖ŴᵀŴ‖²_F − 2‖Ŵ‖²_F + out``, the same number).
-
 LCR (the paper's baseline, registered as ``"lcr"``) is the orthogonality penalty alone:
 ``CE + β·orth`` (``avg-margin`` with ``lam: 0`` is the same objective).
 
-Hyperparameters (spec A3.3): λ = 0.1, β = 1e-3 for all models; τ = 5 (MNIST-LR, MNIST-MLP,
+Hyperparameters (Wu & Yu, App. F): λ = 0.1, β = 1e-3 for all models; τ = 5 (MNIST-LR, MNIST-MLP,
 CIFAR-LR), 10 (MNIST-CNN, CIFAR-MLP, CIFAR-CNN), 40 (LeNet, LeNetSmall), 50 (ConvNet). The
 authors' ``train.sh`` uses lr 0.002 for the regularised runs (the paper says 0.01).
 
@@ -94,17 +87,29 @@ the run's state, keyed by dataset index, and reduced at the epoch's end):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._modes import eval_mode
-from ..config import ConfigError
+from ..params import ConfigError, param
 from .base import Batch, Method, MethodParams, StepContext
+from .margin_regularizer import (
+    MARGIN_SPACES,
+    NORMALIZE_LAST,
+    VARIANTS,
+    amr_regularizer,
+    clip_open,
+    feature_margin,
+    hinge,
+    logit_margin,
+    orthogonality_penalty,
+    penultimate,
+)
+from .state_vector import StateVector, flat_grad
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data import IndexedTensors
@@ -113,10 +118,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "AverageMargin",
     "AverageMarginParams",
+    "DCA_LINEARIZATIONS",
     "LCR",
     "LCRParams",
     "VARIANTS",
     "MARGIN_SPACES",
+    "NORMALIZE_LAST",
     "amr_regularizer",
     "clip_open",
     "feature_margin",
@@ -126,9 +133,6 @@ __all__ = [
     "penultimate",
 ]
 
-VARIANTS = ("paper", "dca_epoch", "code_ramp", "hinge_tau")
-MARGIN_SPACES = ("logits", "features")
-NORMALIZE_LAST = ("none", "rows", "pairs")
 DCA_LINEARIZATIONS = ("lagged", "epoch_start")
 
 # per-example fields in the run's ExampleState
@@ -142,197 +146,15 @@ _DCA_ACC = "avg_margin.dca_acc"
 
 
 # --------------------------------------------------------------------------------------
-# Building blocks (usable by other methods)
-# --------------------------------------------------------------------------------------
-
-
-def clip_open(t: Tensor, lo: float, hi: float) -> Tensor:
-    """``clamp(t, lo, hi)`` whose gradient is 1 on the open interval ``(lo, hi)`` and 0
-    elsewhere, the ends included (``torch.clamp`` passes the gradient at the ends)."""
-    inside = (t > lo) & (t < hi)
-    outside = torch.full_like(t, lo).masked_fill(t >= hi, hi)
-    return torch.where(inside, t, outside)
-
-
-def hinge(t: Tensor, s: float) -> Tensor:
-    """``H_s(t) = max(0, s − t)`` (spec A3.2); gradient −1 for ``t < s``, 0 for ``t ≥ s``."""
-    return torch.where(t < s, s - t, torch.zeros_like(t))
-
-
-def amr_regularizer(alpha: Tensor, tau: float, variant: str = "paper") -> Tensor:
-    """Per-example regulariser value ``R(α)`` [B] of a variant (before the weight λ).
-
-    ``"paper"`` and ``"dca_epoch"``: ``−[α]_0^τ``; ``"code_ramp"``: ``[−α]_0^τ``;
-    ``"hinge_tau"``: ``max(0, τ − α)``. Subgradients use open intervals (see
-    :func:`clip_open`). For ``"dca_epoch"`` this is the objective's value; its training
-    gradient is built by :class:`AverageMargin`.
-    """
-    if variant in ("paper", "dca_epoch"):
-        return -clip_open(alpha, 0.0, tau)
-    if variant == "code_ramp":
-        return clip_open(-alpha, 0.0, tau)
-    if variant == "hinge_tau":
-        return hinge(alpha, tau)
-    raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
-
-
-def _gap_min(scores: Tensor, y: Tensor) -> Tensor:
-    if scores.ndim != 2 or scores.shape[1] < 2:
-        raise ValueError(f"expected scores [B, K] with K >= 2, got {list(scores.shape)}")
-    true = scores.gather(1, y[:, None]).squeeze(1)
-    onehot = F.one_hot(y, scores.shape[1]).bool()
-    runner_up = scores.masked_fill(onehot, -math.inf).max(dim=1).values
-    return true - runner_up
-
-
-def logit_margin(logits: Tensor, y: Tensor) -> Tensor:
-    """``α_i = z_iy − max_{k≠y} z_ik`` [B] (raw logit gap, bias included; the released code).
-
-    Positive iff example i is correctly classified (ties count as wrong). The gradient flows
-    through the true class and the arg-max runner-up only.
-    """
-    return _gap_min(logits, y)
-
-
-def feature_margin(
-    features: Tensor, weight: Tensor, y: Tensor, normalize: str = "none"
-) -> Tensor:
-    """Eq. 14 w.r.t. the true label: ``α_i = min_{k≠y} (w_y − w_k)ᵀ Φ(x_i)`` [B].
-
-    Args:
-        features: ``Φ(x)`` [B, D], the input of the final linear layer.
-        weight: its weight [K, D] (the bias is not used, as in eq. 14).
-        y: labels [B].
-        normalize: ``"none"``; ``"rows"`` (each ``w_k`` divided by ``‖w_k‖``); ``"pairs"``
-            (each gap divided by ``‖w_y − w_k‖``: the feature-space distance to the
-            bias-free boundary between y and k).
-    """
-    if normalize not in NORMALIZE_LAST:
-        raise ValueError(f"unknown normalize {normalize!r}; valid: {', '.join(NORMALIZE_LAST)}")
-    if features.ndim != 2 or weight.ndim != 2 or features.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"features [B, D] and weight [K, D] do not match: {list(features.shape)} vs "
-            f"{list(weight.shape)}"
-        )
-    if normalize == "rows":
-        weight = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    scores = features @ weight.t()
-    if normalize != "pairs":
-        return _gap_min(scores, y)
-    gap = scores.gather(1, y[:, None]) - scores  # [B, K]: (w_y - w_k)ᵀ Φ
-    gram = weight @ weight.t()
-    sq = gram.diagonal()[y][:, None] + gram.diagonal()[None, :] - 2.0 * gram[y]
-    dist = gap / sq.clamp_min(1e-12).sqrt()
-    onehot = F.one_hot(y, weight.shape[0]).bool()
-    return dist.masked_fill(onehot, math.inf).min(dim=1).values
-
-
-def penultimate(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, nn.Linear]:
-    """One forward pass returning ``(logits, Φ(x), final_linear)``.
-
-    ``Φ(x)`` is the input of the ``nn.Linear`` whose output *is* the model's output (found
-    with temporary forward hooks on every ``nn.Linear``; the model is left unchanged).
-
-    Raises:
-        ValueError: the model has no ``nn.Linear``, or its output is not the output of one
-            (something follows the last linear layer).
-    """
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(
-            f"margin_space='features' needs the penultimate features Φ(x), the input of the "
-            f"model's final nn.Linear, but {type(model).__name__} has no nn.Linear layer; "
-            "use margin_space='logits'"
-        )
-    captured: list[tuple[nn.Linear, Tensor, Tensor]] = []
-
-    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        captured.append((module, inputs[0], output))  # type: ignore[arg-type]
-
-    handles = [m.register_forward_hook(hook) for m in linears]
-    try:
-        logits = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    for module, inp, out in reversed(captured):
-        if out is logits:
-            return logits, inp.flatten(1), module
-    raise ValueError(
-        f"margin_space='features': the output of {type(model).__name__} is not the output of "
-        "an nn.Linear layer (something follows its last linear layer), so Φ(x) and the "
-        "final weights are not defined; use margin_space='logits'"
-    )
-
-
-def _ortho_modules(model: nn.Module, include_last: bool) -> list[nn.Module]:
-    mods = [
-        m
-        for m in model.modules()
-        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m.weight is not None
-    ]
-    if not include_last:
-        linears = [m for m in mods if isinstance(m, nn.Linear)]
-        if linears:
-            mods = [m for m in mods if m is not linears[-1]]
-    return mods
-
-
-def orthogonality_penalty(model: nn.Module, include_last: bool = True) -> Tensor:
-    """``Σ_l ‖Ŵ_l Ŵ_lᵀ − I‖²_F`` over every ``nn.Linear`` and ``nn.Conv{1,2,3}d`` (and
-    transposed conv) weight, ``Ŵ`` the weight reshaped to ``(out, −1)`` (spec A3.3, A8 #6).
-
-    For a layer with ``out > m`` columns ``ŴŴᵀ − I`` cannot vanish (rank ≤ m): the term is at
-    least ``out − m``; it is computed as ``‖ŴᵀŴ‖²_F − 2‖Ŵ‖²_F + out`` (the same value). The
-    final classifier is included unless ``include_last=False`` (then the last ``nn.Linear``
-    in module order is skipped). Returns a 0-dim tensor (0 for a model without such layers).
-    """
-    total: Tensor | None = None
-    for m in _ortho_modules(model, include_last):
-        w = m.weight
-        if isinstance(m, nn.modules.conv._ConvNd) and m.transposed:
-            w = w.transpose(0, 1)
-        w2 = w.reshape(w.shape[0], -1)
-        out, cols = w2.shape
-        if out <= cols:
-            gram = w2 @ w2.t()
-            eye = torch.eye(out, dtype=gram.dtype, device=gram.device)
-            term = (gram - eye).pow(2).sum()
-        else:
-            gram = w2.t() @ w2
-            term = gram.pow(2).sum() - 2.0 * gram.diagonal().sum() + out
-        total = term if total is None else total + term
-    if total is None:
-        p = next(model.parameters(), None)
-        return torch.zeros((), device=p.device if p is not None else None)
-    return total
-
-
-# --------------------------------------------------------------------------------------
 # Parameters
 # --------------------------------------------------------------------------------------
 
 
-def _number(method: str, name: str, value: Any) -> float:
-    if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"method {method!r}: params.{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"method {method!r}: params.{name} must be finite, got {value}")
+def _normalize_last_name(value: Any) -> Any:
+    """``true`` means ``"rows"``, ``false`` ``"none"``; anything else is left as it is."""
+    if isinstance(value, bool):
+        return "rows" if value else "none"
     return value
-
-
-def _choice(method: str, name: str, value: Any, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ConfigError(
-            f"method {method!r}: unknown params.{name} {value!r}; valid: {', '.join(valid)}"
-        )
-    return str(value)
 
 
 @dataclass
@@ -351,49 +173,30 @@ class AverageMarginParams(MethodParams):
         dca_linearization: for ``"dca_epoch"``: ``"lagged"`` or ``"epoch_start"``.
     """
 
-    lam: float = 0.1
-    tau: float = 5.0
-    ortho_beta: float = 1e-3
-    variant: str = "paper"
-    margin_space: str = "logits"
-    normalize_last: str | bool = "none"
+    lam: float = param(0.1, ge=0, hint="λ, the weight of the average-margin term")
+    tau: float = param(5.0, gt=0, hint="τ, the margin truncation")
+    ortho_beta: float = param(1e-3, ge=0, hint="β, the weight of the orthogonality penalty")
+    variant: str = param("paper", choices=VARIANTS)
+    margin_space: str = param("logits", choices=MARGIN_SPACES)
+    normalize_last: str | bool = param(
+        "none", convert=_normalize_last_name, choices=NORMALIZE_LAST
+    )
     ortho_include_last: bool = True
-    dca_linearization: str = "lagged"
+    dca_linearization: str = param("lagged", choices=DCA_LINEARIZATIONS)
 
-    def __post_init__(self) -> None:
-        m = "avg-margin"
-        self.lam = _number(m, "lam", self.lam)
-        self.tau = _number(m, "tau", self.tau)
-        self.ortho_beta = _number(m, "ortho_beta", self.ortho_beta)
-        if self.lam < 0:
-            raise ConfigError(f"method {m!r}: params.lam (λ) must be >= 0, got {self.lam}")
-        if self.tau <= 0:
-            raise ConfigError(f"method {m!r}: params.tau (τ) must be > 0, got {self.tau}")
-        if self.ortho_beta < 0:
-            raise ConfigError(
-                f"method {m!r}: params.ortho_beta (β) must be >= 0, got {self.ortho_beta}"
-            )
-        self.variant = _choice(m, "variant", self.variant, VARIANTS)
-        self.margin_space = _choice(m, "margin_space", self.margin_space, MARGIN_SPACES)
-        if isinstance(self.normalize_last, bool):
-            self.normalize_last = "rows" if self.normalize_last else "none"
-        self.normalize_last = _choice(m, "normalize_last", self.normalize_last, NORMALIZE_LAST)
+    method_name: ClassVar[str] = "avg-margin"
+
+    def check(self) -> None:
+        """``normalize_last`` needs ``margin_space: features``; ``dca_linearization`` needs
+        ``variant: dca_epoch``."""
         if self.margin_space == "logits" and self.normalize_last != "none":
-            raise ConfigError(
-                f"method {m!r}: params.normalize_last applies to margin_space: features only "
+            self.fail(
+                "params.normalize_last applies to margin_space: features only "
                 f"(got normalize_last={self.normalize_last!r} with margin_space: logits)"
             )
-        if not isinstance(self.ortho_include_last, bool):
-            raise ConfigError(
-                f"method {m!r}: params.ortho_include_last must be true or false, "
-                f"got {self.ortho_include_last!r}"
-            )
-        self.dca_linearization = _choice(
-            m, "dca_linearization", self.dca_linearization, DCA_LINEARIZATIONS
-        )
         if self.variant != "dca_epoch" and self.dca_linearization != "lagged":
-            raise ConfigError(
-                f"method {m!r}: params.dca_linearization applies to variant: dca_epoch only "
+            self.fail(
+                "params.dca_linearization applies to variant: dca_epoch only "
                 f"(got variant {self.variant!r})"
             )
 
@@ -409,18 +212,11 @@ class LCRParams(MethodParams):
             (the value the AMR term would have); it does not enter the loss.
     """
 
-    ortho_beta: float = 1e-3
+    ortho_beta: float = param(1e-3, ge=0, hint="β, the weight of the orthogonality penalty")
     ortho_include_last: bool = True
-    tau: float = 5.0
+    tau: float = param(5.0, gt=0, hint="τ, only for the logged AMR numbers")
 
-    def __post_init__(self) -> None:
-        inner = AverageMarginParams(
-            lam=0.0,
-            tau=self.tau,
-            ortho_beta=self.ortho_beta,
-            ortho_include_last=self.ortho_include_last,
-        )
-        self.ortho_beta, self.tau = inner.ortho_beta, inner.tau
+    method_name: ClassVar[str] = "lcr"
 
     def to_avg_margin(self) -> AverageMarginParams:
         """The equivalent :class:`AverageMarginParams` (λ = 0)."""
@@ -430,46 +226,6 @@ class LCRParams(MethodParams):
             ortho_beta=self.ortho_beta,
             ortho_include_last=self.ortho_include_last,
         )
-
-
-# --------------------------------------------------------------------------------------
-# A flat vector kept in the per-example state (so checkpoints carry it)
-# --------------------------------------------------------------------------------------
-
-
-class _StateVector:
-    """A float32 vector of fixed ``length`` stored in an ExampleState as
-    ``ceil(length / state.size)`` fields ``{prefix}.{j}``: the trainer saves and restores only
-    the model, the optimiser and this state, so this is how method-level state survives a
-    resume bit for bit. The fields are not per-example values."""
-
-    def __init__(self, state: ExampleState, prefix: str, length: int) -> None:
-        self.state, self.length = state, int(length)
-        n_fields = max(1, -(-self.length // state.size))
-        self.names = [f"{prefix}.{j:04d}" for j in range(n_fields)]
-        for name in self.names:
-            state.register(name, 0.0)
-
-    def read(self) -> Tensor:
-        return torch.cat([self.state.all(n) for n in self.names])[: self.length].clone()
-
-    def write(self, values: Tensor) -> None:
-        size = self.state.size
-        flat = torch.zeros(len(self.names) * size, dtype=torch.float32)
-        flat[: self.length] = values.detach().to("cpu", torch.float32).reshape(-1)
-        rows = torch.arange(size)
-        for j, name in enumerate(self.names):
-            self.state.set(name, rows, flat[j * size : (j + 1) * size])
-
-
-def _flat_grad(loss: Tensor, params: list[nn.Parameter], retain: bool) -> Tensor:
-    grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
-    return torch.cat(
-        [
-            (torch.zeros_like(p) if g is None else g).reshape(-1)
-            for p, g in zip(params, grads, strict=True)
-        ]
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -488,13 +244,16 @@ class AverageMargin(Method):
     """
 
     name = "avg-margin"
-    Params = AverageMarginParams
+    Params: ClassVar[type[MethodParams]] = AverageMarginParams
 
     def __init__(self, params: MethodParams) -> None:
         super().__init__(params)
-        self.amr: AverageMarginParams = (
-            params.to_avg_margin() if isinstance(params, LCRParams) else params  # type: ignore[assignment]
-        )
+        if isinstance(params, LCRParams):
+            params = params.to_avg_margin()
+        if not isinstance(params, AverageMarginParams):
+            raise TypeError(f"{type(self).__name__} needs AverageMarginParams or LCRParams, "
+                            f"got {type(params).__name__}")
+        self.amr: AverageMarginParams = params
         self._train_data: tuple[Any, int] | None = None
 
     # ------------------------------------------------------------------ setup
@@ -535,11 +294,11 @@ class AverageMargin(Method):
     def _params(model: nn.Module) -> list[nn.Parameter]:
         return [q for q in model.parameters() if q.requires_grad]
 
-    def _dca_vectors(self, model: nn.Module, state: ExampleState) -> tuple[_StateVector, _StateVector]:
+    def _dca_vectors(self, model: nn.Module, state: ExampleState) -> tuple[StateVector, StateVector]:
         n = sum(q.numel() for q in self._params(model))
         # G: [gradient (n), epoch + 1 it is valid for (0: none), valid flag]
         # acc: [sum of per-example H_0 gradients (n), epoch + 1 accumulated, count]
-        return _StateVector(state, _DCA_G, n + 2), _StateVector(state, _DCA_ACC, n + 2)
+        return StateVector(state, _DCA_G, n + 2), StateVector(state, _DCA_ACC, n + 2)
 
     # ------------------------------------------------------------------ margins
     def _forward(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -574,7 +333,7 @@ class AverageMargin(Method):
             for start in range(0, n, bs):
                 xb, yb = get(torch.arange(start, min(start + bs, n)))
                 _, alpha = self._forward(model, xb.to(device), yb.to(device))
-                total += _flat_grad(hinge(alpha, 0.0).sum(), params, retain=False)
+                total += flat_grad(hinge(alpha, 0.0).sum(), params, retain=False)
         return total / max(n, 1)
 
     def _dca_term(
@@ -613,7 +372,7 @@ class AverageMargin(Method):
         h_tau = hinge(alpha, p.tau)
         if p.dca_linearization == "lagged":
             acc = acc_vec.read()
-            step_grad = _flat_grad(h0.sum(), params, retain=True).cpu()
+            step_grad = flat_grad(h0.sum(), params, retain=True).cpu()
             acc[:n] += step_grad
             acc[n + 1] += float(alpha.shape[0])
             acc_vec.write(acc)

@@ -11,14 +11,13 @@ and document it (``wideberth.attacks`` runs in eval mode and restores the mode i
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError
+from ..params import Params, Scope, validate_params
 
 __all__ = ["Batch", "StepContext", "Method", "MethodParams"]
 
@@ -53,22 +52,32 @@ class StepContext:
 
 
 @dataclass
-class MethodParams:
-    """Base class of a method's parameter dataclass; unknown keys are rejected by name."""
+class MethodParams(Params):
+    """Base class of a method's parameter dataclass.
+
+    A subclass declares every parameter once, with :func:`wideberth.params.param` (type,
+    default, bounds, choices, hint), sets ``method_name`` and puts rules that involve several
+    fields in ``check()``. Construction validates (``MMAParams(d_max=2).d_max == 2.0``);
+    :meth:`from_dict` also rejects unknown keys by name. Errors are
+    :class:`~wideberth.config.ConfigError` naming ``method '<name>'``, the key, the bad value
+    and what is valid.
+    """
+
+    method_name: ClassVar[str] = ""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], method: str) -> MethodParams:
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            valid = ", ".join(names) if names else "(this method takes no parameters)"
-            raise ConfigError(
-                f"unknown parameter method.params.{unknown[0]} for method {method!r}; valid: {valid}"
-            )
-        try:
-            return cls(**data)
-        except TypeError as exc:  # pragma: no cover - dataclass arity errors
-            raise ConfigError(f"method {method!r}: {exc}") from exc
+    def param_scope(cls) -> Scope:
+        """Messages name a field ``params.<name>`` of ``method '<method_name>'``."""
+        return Scope(
+            where=f"method {cls.method_name!r}", prefix="params.", path="method.params",
+            kind="parameter",
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], method: str | None = None) -> MethodParams:
+        """Validated parameters from a ``method.params`` mapping. (``method``, the registered
+        name, is accepted for compatibility; messages use ``method_name``.)"""
+        return validate_params(cls, data)
 
 
 class Method:

@@ -2,7 +2,7 @@
 
 Paper: Wang et al., *Towards a unified min-max framework for adversarial exploration and
 robustness* (the min-max framework; later *Adversarial attack generation empowered by
-min-max optimization*), §2.3, §3.2, §4.2, App. C.2, E; specs/minmax.md §2d.
+min-max optimization*), §2.3, §3.2, §4.2, App. C.2, E.
 
 K perturbation types ``X_i = {δ : ‖δ‖_{p_i} ≤ ε_i} ∩ [−x, 1 − x]`` (ℓ∞, ℓ2, ℓ1 balls
 intersected with the [0, 1] box; the paper uses K = 2: ℓ∞ ε = 0.2 and ℓ2 ε = 2.0 on MNIST).
@@ -28,7 +28,7 @@ Outer minimisation: one optimiser step on θ for the batch loss
     L = (1 − c)·mean_b Σ_i w_bi CE(f(x_b + δ_bi), y_b) + c·CE(f(x), y) + λ·mean_b h_b
 
 with w and δ fixed (the regulariser is constant in θ). ``c = clean_weight`` (default 0.5:
-the paper's "ratio 0.5" / "adversarial:benign = 1.0", spec §8.22), λ the DPAR weight.
+App. C.2's "ratio 0.5", Table A8's "adversarial:benign = 1.0"), λ the DPAR weight.
 
 Baselines (``variant``):
 
@@ -49,17 +49,18 @@ columns are the ℓ2-normalised input gradients ``∇_{δ_i} f_tr(θ, δ_i)`` (t
 computed with ``create_graph=True``: θ gets gradients through them, double backprop). The
 defender minimises ``ψ + λh`` (h ≤ 0, = 0 iff the gradients are orthogonal). h enters the
 outer θ-loss only; the δ-updates do not include it (that would need Hessian-vector
-products; spec §2d [I] flag, not implemented).
+products; not implemented).
 
 δ-step rule (``delta_mode``): ``"raw"`` is the seed's raw gradient step ``α_i·w_i∇f`` with
-α_i = ``alpha`` (paper: 1/6, a reciprocal; spec §5.4, §8.1); ``"steepest"`` (default, [I])
+α_i = ``alpha`` (paper: 1/6; its OCR-garbled step sizes are reciprocals, as in the
+authors' scripts); ``"steepest"`` (default, the library's choice)
 is the library's steepest-ascent step of ℓp length α_i (:meth:`ThreatModel.step`: ℓ∞ sign,
 ℓ2 unit ℓ2 direction, ℓ1 sparse top-k) with α_i = ``step_size`` or ``step_scale·ε_i/steps``
 (the raw step's strength depends on the scale of the input gradient, which changes during
 training). Projections are the exact ball ∩ box projections of :mod:`wideberth.threat`.
 
 BatchNorm during the attack (``attack_bn``, as :mod:`wideberth.methods.pgd_at`): ``"eval"``
-(default, spec §5.2 "models must be in eval mode during attacks"): BN uses its running
+(default; the paper's attacks run the models in eval mode): BN uses its running
 statistics, dropout off, parameters frozen, modes restored after; the outer loss is then
 computed in train mode (K + 1 separate forwards, never concatenated, so each adversarial
 batch is normalised by its own statistics). ``"train"``: the attack calls the model in
@@ -77,17 +78,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError
 from ..minmax.descent_ascent import weight_step
-from ..threat import ThreatModel, get_threat
+from ..params import param
+from ..threat import ThreatModel, get_threat, normalize_norm
 from .base import Batch, Method, MethodParams, StepContext
-from .pgd_at import _BN_MODES, _choice, _flag, _integer, _norm, _number, attack_forward
+from .common import BN_MODES, attack_forward
 
 __all__ = [
     "MINMAX_VARIANTS",
@@ -128,6 +129,7 @@ class AMPGDResult:
 def _per_type(name: str, value: float | Sequence[float], k: int) -> list[float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return [float(value)] * k
+    assert not isinstance(value, (int, float)), f"{name}: expected a number or {k} numbers"
     vals = [float(v) for v in value]
     if len(vals) != k:
         raise ValueError(f"{name} must have one entry per perturbation type ({k}); got {len(vals)}")
@@ -272,26 +274,6 @@ def dpar_logdet(grads: Sequence[Tensor], eps: float = 0.0) -> Tensor:
 
 # --------------------------------------------------------------------------- parameters
 
-def _float_list(m: str, name: str, value: Any, k: int | None, *, strict: bool = False
-                ) -> list[float]:
-    if isinstance(value, (int, float, str)) and not isinstance(value, bool) and k is not None:
-        v = _number(m, name, value, strict=strict)
-        assert v is not None
-        return [v] * k
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"method {m!r}: params.{name} must be a non-empty list of numbers, "
-                          f"got {value!r}")
-    out = []
-    for v in value:
-        n = _number(m, name, v, strict=strict)
-        assert n is not None
-        out.append(n)
-    if k is not None and len(out) != k:
-        raise ConfigError(f"method {m!r}: params.{name} needs one entry per norm ({k}), "
-                          f"got {len(out)}")
-    return out
-
-
 @dataclass
 class MinMaxATParams(MethodParams):
     """Parameters of generalised AT over several perturbation types (``minmax-at``).
@@ -314,73 +296,50 @@ class MinMaxATParams(MethodParams):
         attack_bn: ``"eval"`` (default) or ``"train"`` (see the module docstring).
     """
 
-    variant: str = "minmax"
-    norms: list[str] = field(default_factory=lambda: ["linf", "l2"])
-    eps: list[float] | None = None
-    steps: int = 20
-    delta_mode: str = "steepest"
-    alpha: float | list[float] = 1 / 6
-    step_size: float | list[float] | None = None
-    step_scale: float = 2.5
-    beta: float = 1 / 50
-    gamma: float = 4.0
+    variant: str = param("minmax", choices=MINMAX_VARIANTS)
+    norms: list[str] = param(default_factory=lambda: ["linf", "l2"], convert=normalize_norm)
+    eps: list[float] | None = param(
+        None, required=True, ge=0,
+        hint="one radius per norm, e.g. [0.2, 2.0] for MNIST ℓ∞/ℓ2",
+    )
+    steps: int = param(20, ge=0)
+    delta_mode: str = param("steepest", choices=_DELTA_MODES)
+    alpha: float | list[float] = param(1 / 6, ge=0)
+    step_size: float | list[float] | None = param(None, ge=0)
+    step_scale: float = param(2.5, ge=0)
+    beta: float = param(1 / 50, ge=0)
+    gamma: float = param(4.0, ge=0, finite=False)
     scale_delta_grad_by_w: bool = True
-    init: str = "uniform"
-    clean_weight: float = 0.5
-    dpar_lambda: float = 0.0
-    dpar_eps: float = 1e-6
-    attack_bn: str = "eval"
+    init: str = param("uniform", choices=_INITS)
+    clean_weight: float = param(0.5, ge=0, le=1)
+    dpar_lambda: float = param(0.0, ge=0)
+    dpar_eps: float = param(1e-6, ge=0)
+    attack_bn: str = param("eval", choices=BN_MODES)
 
-    def __post_init__(self) -> None:
-        m = "minmax-at"
-        self.variant = _choice(m, "variant", self.variant, MINMAX_VARIANTS)
-        if isinstance(self.norms, str) or not isinstance(self.norms, (list, tuple)) or not self.norms:
-            raise ConfigError(f"method {m!r}: params.norms must be a non-empty list such as "
-                              f"[linf, l2], got {self.norms!r}")
-        self.norms = [_norm(m, n) for n in self.norms]
+    method_name: ClassVar[str] = "minmax-at"
+
+    def check(self) -> None:
+        """One radius (and step) per norm; DPAR needs two norms or more."""
+        if not self.norms:
+            self.fail("params.norms must be a non-empty list such as [linf, l2], got []")
         k = len(self.norms)
-        if self.eps is None:
-            raise ConfigError(f"method {m!r} needs params.eps, one radius per norm "
-                              "(e.g. [0.2, 2.0] for MNIST ℓ∞/ℓ2)")
-        self.eps = _float_list(m, "eps", self.eps, None)
+        assert self.eps is not None
         if len(self.eps) != k:
-            raise ConfigError(f"method {m!r}: params.eps needs one entry per norm ({k}: "
-                              f"{self.norms}), got {len(self.eps)}")
-        self.steps = _integer(m, "steps", self.steps, minimum=0)
-        self.delta_mode = _choice(m, "delta_mode", self.delta_mode, _DELTA_MODES)
-        self.alpha = _float_list(m, "alpha", self.alpha, k)
+            self.fail(f"params.eps needs one entry per norm ({k}: {self.norms}), "
+                      f"got {len(self.eps)}")
+        self.alpha = self._per_norm("alpha", self.alpha)
         if self.step_size is not None:
-            self.step_size = _float_list(m, "step_size", self.step_size, k)
-        s = _number(m, "step_scale", self.step_scale)
-        assert s is not None
-        self.step_scale = s
-        b = _number(m, "beta", self.beta)
-        assert b is not None
-        self.beta = b
-        if isinstance(self.gamma, str) and self.gamma.strip().lower() in ("inf", ".inf"):
-            self.gamma = math.inf
-        if isinstance(self.gamma, float) and math.isinf(self.gamma) and self.gamma > 0:
-            pass
-        else:
-            g = _number(m, "gamma", self.gamma)
-            assert g is not None
-            self.gamma = g
-        self.scale_delta_grad_by_w = _flag(m, "scale_delta_grad_by_w", self.scale_delta_grad_by_w)
-        self.init = _choice(m, "init", self.init, _INITS)
-        c = _number(m, "clean_weight", self.clean_weight)
-        assert c is not None
-        if c > 1:
-            raise ConfigError(f"method {m!r}: params.clean_weight must be in [0, 1], got {c}")
-        self.clean_weight = c
-        lam = _number(m, "dpar_lambda", self.dpar_lambda)
-        assert lam is not None
-        self.dpar_lambda = lam
-        if lam > 0 and k < 2:
-            raise ConfigError(f"method {m!r}: DPAR (dpar_lambda > 0) needs at least 2 norms")
-        de = _number(m, "dpar_eps", self.dpar_eps)
-        assert de is not None
-        self.dpar_eps = de
-        self.attack_bn = _choice(m, "attack_bn", self.attack_bn, _BN_MODES)
+            self.step_size = self._per_norm("step_size", self.step_size)
+        if self.dpar_lambda > 0 and k < 2:
+            self.fail("DPAR (params.dpar_lambda > 0) needs at least 2 norms")
+
+    def _per_norm(self, name: str, value: float | list[float]) -> list[float]:
+        k = len(self.norms)
+        if not isinstance(value, list):
+            return [value] * k
+        if len(value) != k:
+            self.fail(f"params.{name} needs one entry per norm ({k}), got {len(value)}")
+        return value
 
     def step_sizes(self) -> list[float]:
         """α_i per type for the configured ``delta_mode``."""

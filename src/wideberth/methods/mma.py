@@ -1,11 +1,12 @@
 """MMA and OMMA training: adversarial training at each example's own margin.
 
 Paper: Ding, Sharma, Lui & Huang, *MMA Training: Direct Input Space Margin Maximization
-through Adversarial Training*, ICLR 2020 (specs/mma.md §3), with the authors' code
-(``BorealisAI/mma_training``, ``trainer.py: train_one_batch``) settling what the paper
-leaves open. Norms: ``"linf"`` and ``"l2"`` as in the paper (``"l1"`` also runs).
+through Adversarial Training*, ICLR 2020 (§2.4–2.5, Eqs. 7–8, Algorithm 2), with the
+authors' code (``BorealisAI/mma_training``, ``trainer.py: train_one_batch``) settling what
+the paper leaves open. Norms: ``"linf"`` and ``"l2"`` as in the paper (``"l1"`` also runs).
 
-One step on a batch of ``m`` examples (specs/mma.md §3.3, §3.7), model in train mode:
+One step on a batch of ``m`` examples (Algorithm 2, as the authors' ``train_one_batch``
+does it), model in train mode:
 
 1. Clean forward ``f(x)`` (train mode: BatchNorm uses and updates batch statistics).
    ``L_cln = (1/m)·Σ_j CE(x_j)``.
@@ -52,7 +53,6 @@ Choices that differ from the authors' code are AN-PGD's (``clip_final=True``,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -60,14 +60,15 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks.anpgd import an_pgd
-from ..config import ConfigError
 from ..losses import ce, get_loss, logit_margin, soft_logit_margin
+from ..params import param
 from ..threat import normalize_norm
 from .base import Batch, Method, MethodParams, StepContext
 
 __all__ = ["MMA", "MMAParams", "OMMA", "OMMAParams", "EPS_MAX_FACTOR", "HIST_BINS"]
 
-#: ``ε_max = EPS_MAX_FACTOR · d_max`` (specs/mma.md §2.3, §9.2).
+#: ``ε_max = EPS_MAX_FACTOR · d_max`` (Ding et al. 2020, App. C): the 5 % above d_max is
+#: what lets a failed search end above d_max, so the hinge drops that example.
 EPS_MAX_FACTOR = 1.05
 #: Number of bins of the per-epoch histogram of stored ε over ``[0, ε_max]``.
 HIST_BINS = 10
@@ -82,40 +83,18 @@ _PROJECTIONS = ("approx", "exact")
 STATUS_TRAINED, STATUS_DROPPED, STATUS_WRONG = 0, 1, 2
 
 
-def _number(value: Any, name: str, method: str) -> float:
-    if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"method {method!r}: {name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _integer(value: Any, name: str, method: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"method {method!r}: {name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _choice(value: Any, name: str, method: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(
-            f"method {method!r}: {name} must be one of {', '.join(choices)}, got {value!r}"
-        )
-    return str(value)
-
-
-def _flag(value: Any, name: str, method: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"method {method!r}: {name} must be true or false, got {value!r}")
+def _loss_name(value: Any) -> str:
+    """``value`` if it names a loss of :func:`wideberth.losses.get_loss`."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a loss name, got {value!r}")
+    get_loss(value)
     return value
 
 
 @dataclass
 class MMAParams(MethodParams):
-    """Parameters of MMA training (specs/mma.md §2.4, §3, §10).
+    """Parameters of MMA training (Ding et al. 2020, §2.5 and App. C; where the paper is
+    silent, the defaults are the authors' code's).
 
     Attributes:
         d_max: hinge threshold (required). Correct examples whose estimated margin
@@ -124,7 +103,7 @@ class MMAParams(MethodParams):
         norm: ``"linf"`` or ``"l2"`` (``"l1"`` runs too).
         eps_min: ε floor, used as ``ε_init = max(ε_min, stored ε)`` and as the initial
             stored ε. Paper/code values: MNIST-ℓ∞ 0.1, MNIST-ℓ2 0.5, CIFAR-10-ℓ2 0.5,
-            CIFAR-10-ℓ∞ 0.005 (code; the paper's text says 0.05; ambiguity A1). Must be
+            CIFAR-10-ℓ∞ 0.005 (code; the paper's App. C text says 0.05). Must be
             > 0 (AN-PGD needs a positive radius; misclassified examples are stored as 0) and
             < ε_max.
         steps: PGD iterations of AN-PGD (40 MNIST, 10 CIFAR-10).
@@ -132,80 +111,46 @@ class MMAParams(MethodParams):
         n_search: bisection steps (10).
         clean_coeff: ``c`` in ``(1 − c)·L_MMA + c·L_cln``; 1/3 for MMA (Eq. 8), 0 for OMMA.
         correct_by: split criterion on the clean train-mode logits: ``"slm"`` (code,
-            SLM < 0 ⇔ p_y > 1/2; default, ambiguity A2), ``"lm"`` (paper, LM < 0, ties
+            SLM < 0 ⇔ p_y > 1/2; default), ``"lm"`` (the paper's Eq. 3, LM < 0, ties
             wrong) or ``"argmax"`` (``argmax == y``).
         attack_loss, search_loss: losses of AN-PGD's PGD and bisection (both SLM in MMA).
-        direction, return_mode, clip_final, search_in_eval: AN-PGD flags (A3–A6), see
+        direction, return_mode, clip_final, search_in_eval: AN-PGD flags (where the
+            authors' code departs from the paper's Algorithm 1), see
             :func:`wideberth.attacks.an_pgd`; defaults are the library's.
         init, projection: AN-PGD's PGD random start and projection (advertorch's, as in
             the code).
     """
 
-    d_max: float
-    norm: str = "linf"
-    eps_min: float = 0.1
-    steps: int = 40
-    step_scale: float = 2.5
-    n_search: int = 10
-    clean_coeff: float = 1.0 / 3.0
-    correct_by: str = "slm"
-    attack_loss: str = "slm"
-    search_loss: str = "slm"
-    direction: str = "eps_init"
-    return_mode: str = "last_mid"
+    d_max: float = param(gt=0, hint="the hinge threshold")
+    norm: str = param("linf", convert=normalize_norm)
+    eps_min: float = param(
+        0.1, gt=0,
+        hint="AN-PGD starts at max(eps_min, stored eps) and misclassified examples are "
+        "stored as 0",
+    )
+    steps: int = param(40, ge=1)
+    step_scale: float = param(2.5, gt=0)
+    n_search: int = param(10, ge=1)
+    clean_coeff: float = param(1.0 / 3.0, ge=0, le=1, hint="1/3 for MMA, 0 for OMMA")
+    correct_by: str = param("slm", choices=_CORRECT_BY)
+    attack_loss: str = param("slm", convert=_loss_name)
+    search_loss: str = param("slm", convert=_loss_name)
+    direction: str = param("eps_init", choices=_DIRECTIONS)
+    return_mode: str = param("last_mid", choices=_RETURN_MODES)
     clip_final: bool = True
     search_in_eval: bool = True
-    init: str = "advertorch"
-    projection: str = "approx"
+    init: str = param("advertorch", choices=_INITS)
+    projection: str = param("approx", choices=_PROJECTIONS)
 
     method_name: ClassVar[str] = "mma"
 
-    def __post_init__(self) -> None:
-        m = self.method_name
-        try:
-            self.norm = normalize_norm(self.norm)
-        except ValueError as exc:
-            raise ConfigError(f"method {m!r}: norm: {exc}") from exc
-        self.d_max = _number(self.d_max, "d_max", m)
-        if self.d_max <= 0:
-            raise ConfigError(f"method {m!r}: d_max must be > 0 (the hinge threshold), got {self.d_max}")
-        self.eps_min = _number(self.eps_min, "eps_min", m)
-        if self.eps_min <= 0:
-            raise ConfigError(
-                f"method {m!r}: eps_min must be > 0 (AN-PGD starts at max(eps_min, stored eps) and "
-                f"misclassified examples are stored as 0), got {self.eps_min}"
-            )
+    def check(self) -> None:
+        """``eps_min`` must lie below ``eps_max = 1.05·d_max``."""
         if self.eps_min >= self.eps_max:
-            raise ConfigError(
-                f"method {m!r}: eps_min ({self.eps_min}) must be below eps_max = "
+            self.fail(
+                f"params.eps_min ({self.eps_min}) must be below eps_max = "
                 f"{EPS_MAX_FACTOR}*d_max = {self.eps_max:g}; lower eps_min or raise d_max"
             )
-        self.steps = _integer(self.steps, "steps", m, 1)
-        self.n_search = _integer(self.n_search, "n_search", m, 1)
-        self.step_scale = _number(self.step_scale, "step_scale", m)
-        if self.step_scale <= 0:
-            raise ConfigError(f"method {m!r}: step_scale must be > 0, got {self.step_scale}")
-        self.clean_coeff = _number(self.clean_coeff, "clean_coeff", m)
-        if not 0.0 <= self.clean_coeff <= 1.0:
-            raise ConfigError(
-                f"method {m!r}: clean_coeff must be in [0, 1] (1/3 for MMA, 0 for OMMA), "
-                f"got {self.clean_coeff}"
-            )
-        self.correct_by = _choice(self.correct_by, "correct_by", m, _CORRECT_BY)
-        for name in ("attack_loss", "search_loss"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise ConfigError(f"method {m!r}: {name} must be a loss name, got {value!r}")
-            try:
-                get_loss(value)
-            except ValueError as exc:
-                raise ConfigError(f"method {m!r}: {name}: {exc}") from exc
-        self.direction = _choice(self.direction, "direction", m, _DIRECTIONS)
-        self.return_mode = _choice(self.return_mode, "return_mode", m, _RETURN_MODES)
-        self.clip_final = _flag(self.clip_final, "clip_final", m)
-        self.search_in_eval = _flag(self.search_in_eval, "search_in_eval", m)
-        self.init = _choice(self.init, "init", m, _INITS)
-        self.projection = _choice(self.projection, "projection", m, _PROJECTIONS)
 
     @property
     def eps_max(self) -> float:
@@ -217,21 +162,22 @@ class MMAParams(MethodParams):
 class OMMAParams(MMAParams):
     """OMMA = MMA without the extra clean term (Eq. 7): ``clean_coeff`` is fixed to 0."""
 
-    clean_coeff: float = 0.0
+    clean_coeff: float = param(0.0, ge=0, le=1, hint="0 for OMMA")
 
     method_name: ClassVar[str] = "omma"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
+        """As MMA's, and ``clean_coeff`` must be 0."""
+        super().check()
         if self.clean_coeff != 0.0:
-            raise ConfigError(
-                "method 'omma' is MMA with clean_coeff 0; to use another clean_coeff, "
-                f"train with method 'mma' (got clean_coeff {self.clean_coeff})"
+            self.fail(
+                "params.clean_coeff must be 0 (OMMA is MMA with clean_coeff 0); to use another "
+                f"clean_coeff, train with method 'mma' (got clean_coeff {self.clean_coeff})"
             )
 
 
 class MMA(Method):
-    """Max-Margin Adversarial training (ICLR 2020, Eq. 8; specs/mma.md §3.3, §3.7).
+    """Max-Margin Adversarial training (Ding et al., ICLR 2020, Eq. 8 and Algorithm 2).
 
     See the module docstring for the step. ``loss`` returns ``(loss, clean_logits)``;
     the per-example ε store is updated inside ``loss``.
@@ -274,7 +220,8 @@ class MMA(Method):
             return lg.argmax(1) == y
 
     def loss(self, model: nn.Module, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor]:
-        """The MMA loss of one batch (specs/mma.md §3.7) and the clean train-mode logits."""
+        """The MMA loss of one batch (Eqs. 7–8, normalised by the full batch size as in the
+        authors' code) and the clean train-mode logits."""
         p = self.params
         x, y = batch.x, batch.y
         m = x.shape[0]

@@ -1,7 +1,7 @@
 """PGD adversarial training (Madry et al.) and PGD with linear ε scaling (PGDLS).
 
 **PGD-AT** (Madry et al., *Towards Deep Learning Models Resistant to Adversarial Attacks*,
-ICLR 2018; the "PGD-ε" baseline of Ding et al., *MMA Training*, ICLR 2020, specs/mma.md §4)
+ICLR 2018; the "PGD-ε" baseline of Ding et al., *MMA Training*, ICLR 2020, §4 and App. C)
 minimises the robust cross-entropy
 
     min_θ  E  max_{‖δ‖ ≤ ε, x+δ ∈ [0, 1]}  CE(f_θ(x + δ), y)
@@ -9,22 +9,25 @@ minimises the robust cross-entropy
 with the inner maximisation approximated by PGD (:func:`wideberth.attacks.pgd`), and the
 θ-update taken on the **last** PGD iterate (as in both papers). Optionally the clean loss is
 mixed in: ``(1 − w)·CE(f(x_adv), y) + w·CE(f(x), y)`` (``clean_weight = w``; default 0,
-"pure Madry", the MMA paper's default, ambiguity A7 of specs/mma.md §10).
+"pure Madry": the MMA paper does not say whether its PGD baselines mix in the clean loss;
+pure adversarial CE is the library's reading).
 
-**PGDLS** (MMA paper §4, "PGD with linear scaling") is PGD-AT whose ε grows linearly from 0
+**PGDLS** (MMA paper §4.2, "PGD with Linear Scaling") is PGD-AT whose ε grows linearly from 0
 to the target over the first ``ramp_epochs`` epochs (50 in the paper), then stays constant.
-The ramp is applied per optimiser step (ambiguity A8); see :func:`pgdls_eps` for the exact
-convention. The PGD step size scales with the current ε (specs/mma.md §9.21).
+The paper says only "linearly in 50 epochs"; the ramp here is applied per optimiser step,
+see :func:`pgdls_eps` for the exact convention. The PGD step size scales with the current ε
+(so the step stays ``step_scale·ε_t/steps``, as App. C's 2.5·ε/steps rule at every ε).
 
 Norms: anything :func:`wideberth.threat.get_threat` accepts (``"linf"``, ``"l2"``,
 ``"l1"``); the papers use ℓ∞ and ℓ2.
 
-MMA's settings (specs/mma.md §6.2, App. C): 40-step (MNIST) / 10-step (CIFAR-10) PGD on the
-**soft logit margin** (``attack_loss: slm``) with step ``2.5·ε/steps`` and advertorch's
-random start (``init: advertorch``); the θ-loss is CE. SLM and CE give identical sign /
-normalised-gradient PGD iterates (Prop. 2.4), but SLM does not saturate in float32.
+MMA's settings (Ding et al. 2020, App. C, the same for PGD and MMA training): 40-step
+(MNIST) / 10-step (CIFAR-10) PGD on the **soft logit margin** (``attack_loss: slm``) with
+step ``2.5·ε/steps`` and advertorch's random start (``init: advertorch``); the θ-loss is CE.
+SLM and CE give identical sign / normalised-gradient PGD iterates (Ding et al. 2020,
+Prop. 2.4), but SLM does not saturate in float32.
 
-BatchNorm during the attack (``attack_bn``):
+BatchNorm during the attack (``attack_bn``, :mod:`wideberth.methods.common`):
 
 * ``"eval"`` (default; what MMA's and TRADES' code do): the attack runs the model in eval
   mode, so BatchNorm normalises with its running statistics and dropout is off; the model's
@@ -53,10 +56,8 @@ reports the mean over the examples seen so far.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -64,110 +65,24 @@ from torch import Tensor, nn
 
 from .._modes import eval_mode
 from ..attacks.projected_gradient import pgd
-from ..config import ConfigError
+from ..params import param
 from ..threat import normalize_norm
 from .base import Batch, Method, MethodParams, StepContext
+from .common import BN_MODES, attack_forward
 
 __all__ = ["PGDAT", "PGDATParams", "PGDLS", "PGDLSParams", "pgdls_eps", "attack_forward"]
 
-_ATTACK_LOSSES = ("ce", "slm", "lm", "cw")
-_INITS = ("uniform", "advertorch", "zero")
-_BN_MODES = ("eval", "train")
-_PROJECTIONS = ("exact", "approx")
+ATTACK_LOSSES = ("ce", "slm", "lm", "cw")
+INITS = ("uniform", "advertorch", "zero")
+PROJECTIONS = ("exact", "approx")
 
 #: per-example state field holding the clean-correct flag (NaN: never seen) of PGD-AT.
 CLEAN_FIELD = "pgd_at_clean_correct"
 
-
-# --------------------------------------------------------------------------- validation helpers
-
-def _number(method: str, name: str, value: Any, *, minimum: float | None = 0.0,
-            strict: bool = False, allow_none: bool = False) -> float | None:
-    """Coerce ``value`` to a finite float (YAML may give ``'1e-3'`` as a string)."""
-    if value is None:
-        if allow_none:
-            return None
-        raise ConfigError(f"method {method!r}: params.{name} is required (a number)")
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigError(
-                f"method {method!r}: params.{name} must be a number, got {value!r}"
-            ) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"method {method!r}: params.{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"method {method!r}: params.{name} must be finite, got {value}")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        op = ">" if strict else ">="
-        raise ConfigError(f"method {method!r}: params.{name} must be {op} {minimum}, got {value}")
-    return value
-
-
-def _integer(method: str, name: str, value: Any, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"method {method!r}: params.{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"method {method!r}: params.{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _choice(method: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise ConfigError(
-            f"method {method!r}: params.{name} must be one of {', '.join(choices)}, got {value!r}"
-        )
-    return value.lower()
-
-
-def _flag(method: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"method {method!r}: params.{name} must be true or false, got {value!r}")
-    return value
-
-
-def _norm(method: str, value: Any) -> str:
-    try:
-        return normalize_norm(value)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"method {method!r}: params.norm: {exc}") from None
-
-
-# --------------------------------------------------------------------------- attack mode
-
-@contextmanager
-def _frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """``requires_grad=False`` on every parameter for the duration; restored after."""
-    saved = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in saved:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, req in saved:
-            p.requires_grad_(req)
-
-
-@contextmanager
-def attack_forward(model: nn.Module, bn: str) -> Iterator[Callable[[Tensor], Tensor]]:
-    """The forward function a training method's inner attack should call.
-
-    ``bn="eval"``: every submodule in eval mode (BatchNorm running statistics, no dropout),
-    parameters frozen; modes and ``requires_grad`` restored on exit. ``bn="train"``: the
-    model stays in the mode it is in (train, during training), parameters frozen; the
-    returned object is a plain callable, so :mod:`wideberth.attacks` does not switch its
-    mode. In train mode, BatchNorm running statistics are updated by every forward.
-    """
-    if bn not in _BN_MODES:
-        raise ValueError(f"bn must be one of {', '.join(_BN_MODES)}; got {bn!r}")
-    with _frozen_parameters(model):
-        if bn == "eval":
-            with eval_mode(model):
-                yield model
-        else:
-            yield lambda t: model(t)
+EPS_HINT = (
+    "the perturbation radius, e.g. 0.3 for MNIST ℓ∞, 0.03137 = 8/255 for CIFAR-10 ℓ∞, "
+    "2.0 for MNIST ℓ2"
+)
 
 
 # --------------------------------------------------------------------------- PGD-AT
@@ -198,46 +113,20 @@ class PGDATParams(MethodParams):
             ``train_clean_accuracy`` per epoch.
     """
 
-    norm: str = "linf"
-    eps: float | None = None
-    steps: int = 10
-    step_size: float | None = None
-    step_scale: float = 2.5
-    attack_loss: str = "ce"
-    init: str = "uniform"
-    projection: str = "exact"
-    clean_weight: float = 0.0
-    attack_bn: str = "eval"
+    norm: str = param("linf", convert=normalize_norm)
+    eps: float | None = param(None, required=True, ge=0, hint=EPS_HINT)
+    steps: int = param(10, ge=0)
+    step_size: float | None = param(None, ge=0)
+    step_scale: float = param(2.5, ge=0)
+    attack_loss: str = param("ce", choices=ATTACK_LOSSES)
+    init: str = param("uniform", choices=INITS)
+    projection: str = param("exact", choices=PROJECTIONS)
+    clean_weight: float = param(0.0, ge=0, le=1)
+    attack_bn: str = param("eval", choices=BN_MODES)
     return_best: bool = False
     log_clean_accuracy: bool = True
 
-    _method = "pgd-at"
-
-    def __post_init__(self) -> None:
-        m = self._method
-        self.norm = _norm(m, self.norm)
-        if self.eps is None:
-            raise ConfigError(
-                f"method {m!r} needs params.eps, the perturbation radius "
-                "(e.g. 0.3 for MNIST ℓ∞, 0.03137 = 8/255 for CIFAR-10 ℓ∞, 2.0 for MNIST ℓ2)"
-            )
-        self.eps = _number(m, "eps", self.eps)
-        self.steps = _integer(m, "steps", self.steps, minimum=0)
-        self.step_size = _number(m, "step_size", self.step_size, allow_none=True)
-        scale = _number(m, "step_scale", self.step_scale)
-        assert scale is not None
-        self.step_scale = scale
-        self.attack_loss = _choice(m, "attack_loss", self.attack_loss, _ATTACK_LOSSES)
-        self.init = _choice(m, "init", self.init, _INITS)
-        self.projection = _choice(m, "projection", self.projection, _PROJECTIONS)
-        w = _number(m, "clean_weight", self.clean_weight)
-        assert w is not None
-        if w > 1:
-            raise ConfigError(f"method {m!r}: params.clean_weight must be in [0, 1], got {w}")
-        self.clean_weight = w
-        self.attack_bn = _choice(m, "attack_bn", self.attack_bn, _BN_MODES)
-        self.return_best = _flag(m, "return_best", self.return_best)
-        self.log_clean_accuracy = _flag(m, "log_clean_accuracy", self.log_clean_accuracy)
+    method_name: ClassVar[str] = "pgd-at"
 
 
 class PGDAT(Method):
@@ -364,15 +253,9 @@ class PGDLSParams(PGDATParams):
     epochs over which ε grows linearly from 0 to ``eps`` (per step, see :func:`pgdls_eps`).
     An explicit ``step_size`` is the step at the full ``eps`` and scales with the current ε."""
 
-    ramp_epochs: float = 50
+    ramp_epochs: float = param(50.0, ge=0)
 
-    _method = "pgdls"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        r = _number(self._method, "ramp_epochs", self.ramp_epochs)
-        assert r is not None
-        self.ramp_epochs = r
+    method_name: ClassVar[str] = "pgdls"
 
 
 class PGDLS(PGDAT):

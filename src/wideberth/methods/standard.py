@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,6 +14,8 @@ from .base import Batch, Method, MethodParams, StepContext
 @dataclass
 class StandardParams(MethodParams):
     """Standard training takes no parameters."""
+
+    method_name: ClassVar[str] = "standard"
 
 
 class Standard(Method):

@@ -1,9 +1,9 @@
 """TRADES: TRadeoff-inspired Adversarial DEfense via Surrogate-loss minimisation.
 
 Paper: Zhang, Yu, Jiao, Xing, El Ghaoui, Jordan, *Theoretically Principled Trade-off
-between Robustness and Accuracy*, ICML 2019 (specs/trades-and-average-margin.md Part B).
-Implemented with the semantics of the authors' ``trades_loss`` (spec B2.5), the de-facto
-definition of TRADES and the source of the released checkpoints.
+between Robustness and Accuracy*, ICML 2019 (§4, Algorithm 1). Implemented with the semantics
+of the authors' ``trades_loss`` (``trades.py`` in their released code), the de-facto definition
+of TRADES and the source of the released checkpoints.
 
 Outer loss (model in train mode)::
 
@@ -54,16 +54,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError
 from ..losses import trades_kl
+from ..params import param
+from ..threat import normalize_norm
 from .base import Batch, Method, MethodParams, StepContext
-from .pgd_at import _BN_MODES, _choice, _flag, _integer, _norm, _number, attack_forward
+from .common import BN_MODES, attack_forward
 
 __all__ = ["TRADES", "TRADESParams", "trades_attack"]
 
@@ -83,7 +84,8 @@ def trades_attack(
     bn: str = "eval",
     logits_nat: Tensor | None = None,
 ) -> Tensor:
-    """TRADES' inner maximisation of Σ_i KL(p(x_i) ‖ p(x'_i)) (spec B2.5), detached x'.
+    """TRADES' inner maximisation of Σ_i KL(p(x_i) ‖ p(x'_i)) (Zhang et al. 2019,
+    Algorithm 1, as the authors' ``trades_loss``), detached x'.
 
     Args:
         model: the network; run in ``bn`` mode (``"eval"``: every submodule in eval mode,
@@ -161,37 +163,27 @@ class TRADESParams(MethodParams):
         log_adv_accuracy: log ``train_adv_accuracy`` (free: reuses the f(x') forward).
     """
 
-    norm: str = "linf"
-    eps: float | None = None
-    step_size: float | None = None
-    steps: int = 10
-    beta: float = 6.0
+    norm: str = param("linf", convert=normalize_norm)
+    eps: float | None = param(
+        None, required=True, ge=0,
+        hint="the perturbation radius, e.g. 0.031 for CIFAR-10 ℓ∞, 0.3 for MNIST ℓ∞",
+    )
+    step_size: float | None = param(None, ge=0)
+    steps: int = param(10, ge=0)
+    beta: float = param(6.0, ge=0)
     reuse_nat_forward: bool = False
-    attack_bn: str = "eval"
+    attack_bn: str = param("eval", choices=BN_MODES)
     log_adv_accuracy: bool = True
 
-    def __post_init__(self) -> None:
-        m = "trades"
-        self.norm = _norm(m, self.norm)
+    method_name: ClassVar[str] = "trades"
+
+    def check(self) -> None:
+        """TRADES has the reference's two variants only: ℓ∞ and ℓ2."""
         if self.norm not in ("linf", "l2"):
-            raise ConfigError(
-                f"method 'trades': params.norm must be linf or l2 (the reference's two "
-                f"variants), got {self.norm!r}"
+            self.fail(
+                "params.norm must be linf or l2 (the reference's two variants), "
+                f"got {self.norm!r}"
             )
-        if self.eps is None:
-            raise ConfigError(
-                "method 'trades' needs params.eps, the perturbation radius "
-                "(e.g. 0.031 for CIFAR-10 ℓ∞, 0.3 for MNIST ℓ∞)"
-            )
-        self.eps = _number(m, "eps", self.eps)
-        self.step_size = _number(m, "step_size", self.step_size, allow_none=True)
-        self.steps = _integer(m, "steps", self.steps, minimum=0)
-        beta = _number(m, "beta", self.beta)
-        assert beta is not None
-        self.beta = beta
-        self.reuse_nat_forward = _flag(m, "reuse_nat_forward", self.reuse_nat_forward)
-        self.attack_bn = _choice(m, "attack_bn", self.attack_bn, _BN_MODES)
-        self.log_adv_accuracy = _flag(m, "log_adv_accuracy", self.log_adv_accuracy)
 
     @property
     def effective_step_size(self) -> float:

@@ -2,7 +2,8 @@
 
 Paper: Shafahi, Najibi, Xu, Dickerson, Davis & Goldstein, *Universal adversarial training*
 (AAAI 2020; arXiv 2018); the uSGD baseline of the min-max framework's adversarial training
-comparison (Wang et al., App. E.2, Table A7; specs/minmax.md §2d "UAT baseline"): ℓ∞,
+comparison (Wang et al., *Towards a unified min-max framework for adversarial exploration
+and robustness*, App. E.2, Table A7): ℓ∞,
 ε = 0.3 on MNIST, batch 128.
 
 One universal perturbation δ (the shape of one image) lives across batches. Each step, on
@@ -16,22 +17,22 @@ same forward pass)::
 
 Π_ε clips to the ℓ∞ ball (the box is enforced by the clip of x + δ). δ is method state
 (:meth:`state_dict`): checkpointed and restored, so a resumed run continues with the very
-perturbation it had. The spec leaves the δ step unspecified ([I]): ``step_size`` defaults
-to ε/10, so δ can cross the ball in a few batches and keeps tracking the moving model.
+perturbation it had. Wang et al. do not give the δ step of their uSGD baseline:
+``step_size`` defaults to ε/10, so δ can cross the ball in a few batches and keeps tracking
+the moving model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError
+from ..params import param
 from .base import Batch, Method, MethodParams, StepContext
-from .pgd_at import _choice, _number
 
 __all__ = ["UAT", "UATParams"]
 
@@ -50,23 +51,15 @@ class UATParams(MethodParams):
         clean_weight: c, weight of the clean cross-entropy (default 0: UAT trains on x + δ).
     """
 
-    eps: float | None = None
-    step_size: float | None = None
-    delta_mode: str = "sign"
-    clean_weight: float = 0.0
+    eps: float | None = param(
+        None, required=True, gt=0,
+        hint="the ℓ∞ radius of the universal perturbation, e.g. 0.3 on MNIST",
+    )
+    step_size: float | None = param(None, gt=0)
+    delta_mode: str = param("sign", choices=_DELTA_MODES)
+    clean_weight: float = param(0.0, ge=0, le=1)
 
-    def __post_init__(self) -> None:
-        m = "uat"
-        eps = _number(m, "eps", self.eps, strict=True)
-        assert eps is not None
-        self.eps = eps
-        self.step_size = _number(m, "step_size", self.step_size, strict=True, allow_none=True)
-        self.delta_mode = _choice(m, "delta_mode", self.delta_mode, _DELTA_MODES)
-        c = _number(m, "clean_weight", self.clean_weight)
-        assert c is not None
-        if c > 1:
-            raise ConfigError(f"method {m!r}: params.clean_weight must be in [0, 1], got {c}")
-        self.clean_weight = c
+    method_name: ClassVar[str] = "uat"
 
 
 class UAT(Method):
