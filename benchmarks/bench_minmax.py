@@ -1,6 +1,6 @@
 """Min-max framework: APGDA's learned domain weights against the average-loss baseline.
 
-1. **Ensemble attack** (specs/minmax.md §2a, Table 1): a pool of four Fashion-MNIST models
+1. **Ensemble attack** (Wang et al. 2021, §4.1, Table 1): a pool of four Fashion-MNIST models
    of different architectures (``mlp``, ``cnn-small``, ``lenet5-madry``, ``smallcnn``),
    each trained here by plain Adam for ``--epochs`` epochs on ``--train-subset`` images,
    attacked together with one perturbation per image: APGDA (``method="minmax"``) against

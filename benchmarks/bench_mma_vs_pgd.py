@@ -20,7 +20,7 @@ Timing: ``--repeats`` rounds, each timing one epoch of PGD-AT and one of MMA bac
 (order alternating between rounds), every epoch from a fresh copy of the starting weights
 with the same seeds. Printed: per-epoch seconds of each (median, min–max), the per-round
 ratio MMA/PGD-AT (median, min–max; goal ≤ 1.2, the paper estimates 1.3–1.5× on CIFAR-10,
-specs/mma.md §6.3), the fraction of rows MMA attacked, and a cost model in units of one
+MMA §2.5 and App. C), the fraction of rows MMA attacked, and a cost model in units of one
 forward pass. Nothing is asserted.
 
 Run (about 5–10 minutes on 2 CPU cores with the defaults; longer on a loaded machine):

@@ -1,5 +1,5 @@
-"""Tests for wideberth.losses: formulas on toy batches, the MMA identities (specs/mma.md §1.6),
-TRADES KL direction and reductions (specs/trades-and-average-margin.md B2.5, C3), DLR."""
+"""Tests for wideberth.losses: formulas on toy batches, the MMA identities (Ding et al., ICLR 2020,
+Props. 2.3–2.4), TRADES KL direction (Zhang et al., ICML 2019, Eq. 5) and reductions, DLR."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_trades_kl_toy():
 
 
 # --------------------------------------------------------------------------------------
-# identities (specs/mma.md §1.3, §1.6)
+# identities (MMA, Ding et al., ICLR 2020, §2.2, Props. 2.3–2.4)
 # --------------------------------------------------------------------------------------
 
 
@@ -166,7 +166,7 @@ def test_ce_gradient_parallel_to_slm_gradient_in_input_and_parameters():
 
 
 def test_ce_input_gradient_underflows_where_slm_does_not():
-    """specs/mma.md §1.3 item 3: in float32, 1 − p_y underflows for confident examples."""
+    """MMA §2.2 (why the attack uses SLM): in float32, 1 − p_y underflows for confident examples."""
     z = torch.tensor([[120.0, 0.0, 0.0]], requires_grad=True)
     y = torch.tensor([0])
     (g_ce,) = torch.autograd.grad(ce(z, y).sum(), z)

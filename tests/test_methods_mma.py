@@ -1,4 +1,4 @@
-"""MMA / OMMA training (specs/mma.md §3, Appendix A tests 5 and 8).
+"""MMA / OMMA training (Ding et al., ICLR 2020, §2.3–2.5 and Algorithm 1).
 
 The loss tests replace AN-PGD by a stub that returns fixed (x*, ε*), so the §3.1/§3.7
 closed form, the per-example weights, the hinge and the store update are checked exactly.
@@ -367,7 +367,7 @@ def test_mma_resume_is_exact(tmp_path, interrupt_after, extra, when):
 
 
 # --------------------------------------------------------------------------------------
-# Smoke test (spec Appendix A, test 8): 2-D toy data + MLP, ~200 MMA steps
+# Smoke test: 2-D toy data + MLP, ~200 MMA steps
 # --------------------------------------------------------------------------------------
 
 
@@ -438,7 +438,7 @@ def test_mma_beats_standard_under_pgd_on_digits(tmp_path):
 
 
 # --------------------------------------------------------------------------------------
-# Recipes: every d_max of the paper's tables (specs/mma.md §7), MMA and OMMA
+# Recipes: every d_max of the paper's tables (Ding et al., ICLR 2020, Tables 1–3 and App. C), MMA and OMMA
 # --------------------------------------------------------------------------------------
 
 PAPER_DMAX = {
