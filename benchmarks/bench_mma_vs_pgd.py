@@ -19,8 +19,9 @@ MMA: an untrained model would make MMA look cheap). The MMA ε store starts at �
 Timing: ``--repeats`` rounds, each timing one epoch of PGD-AT and one of MMA back to back
 (order alternating between rounds), every epoch from a fresh copy of the starting weights
 with the same seeds. Printed: per-epoch seconds of each (median, min–max), the per-round
-ratio MMA/PGD-AT (median, min–max; goal ≤ 1.2, the paper estimates 1.3–1.5× on CIFAR-10,
-MMA §2.5 and App. C), the fraction of rows MMA attacked, and a cost model in units of one
+ratio MMA/PGD-AT (median, min–max; goal ≤ 1.2; counting the passes of MMA's Algorithm 1,
+AN-PGD plus its search, gives 1.3–1.5× PGD-10 training for the CIFAR-10 recipe: the paper
+itself reports no timing), the fraction of rows MMA attacked, and a cost model in units of one
 forward pass. Nothing is asserted.
 
 Run (about 5–10 minutes on 2 CPU cores with the defaults; longer on a loaded machine):
