@@ -257,7 +257,7 @@ def pgd(
         step_t = eps_vector(step_size, x)
         if bool((step_t < 0).any()):
             raise ValueError("step_size must be >= 0")
-    labels = (y_target if targeted else y).to(x.device)
+    labels = (y_target if targeted and y_target is not None else y).to(x.device)
     objective = _objective(loss, targeted, loss_kwargs)
 
     def success_fn(logits: Tensor, lab: Tensor) -> Tensor:
