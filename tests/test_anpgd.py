@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from wideberth.attacks.anpgd import ANPGD, ANPGDResult, an_pgd, an_pgd_eval, average_margin
+from wideberth.attacks.anpgd import ANPGD, ANPGDResult, an_pgd
+from wideberth.attacks.mma_margins import an_pgd_eval, average_margin
 from wideberth.losses import logit_margin, soft_logit_margin
 from wideberth.threat import get_threat
 

@@ -13,13 +13,13 @@ import wideberth as wb
 from wideberth.attacks.auto_pgd import (
     APGD,
     APGDT,
-    _halve_mask,
     apgd,
     apgd_ce,
     apgd_checkpoints,
     apgd_dlr,
     apgd_dlr_targeted,
 )
+from wideberth.attacks.apgd_iteration import _halve_mask
 from wideberth.threat import LinfBall, get_threat
 
 TOL = 1e-5

@@ -27,7 +27,7 @@ from wideberth.losses import logit_margin
 from wideberth.threat import get_threat
 
 DT = torch.float64
-HAS_MINIMAL = importlib.util.find_spec("wideberth.attacks.minimal") is not None
+HAS_MINIMAL = importlib.util.find_spec("wideberth.attacks.minimal_norm") is not None
 
 
 def linear_model(k: int = 10, d: int = 64, seed: int = 0) -> tuple[nn.Module, nn.Linear]:
@@ -125,7 +125,7 @@ def test_anpgd_margin_first_round_alone_is_coarser(linear_case):
 )
 def test_minimal_norm_methods_match_closed_form(linear_case, method, norm):
     if not HAS_MINIMAL:
-        pytest.skip("wideberth.attacks.minimal (FMN, CW-l2) is not available")
+        pytest.skip("wideberth.attacks.minimal_norm (FMN, CW-l2) is not available")
     model, _, cases = linear_case
     x, y, d = cases[norm]
     kw = {"lr": 1e-3} if method == "cw" else {}  # CW's Adam step limits its precision

@@ -1,4 +1,4 @@
-"""Tests for wideberth.attacks.minimal: CW-ℓ2 and FMN (ℓ2 / ℓ∞ / ℓ1) minimal-norm attacks.
+"""Tests for wideberth.attacks.carlini_wagner and .fast_minimum_norm: CW-ℓ2 and FMN (ℓ2 / ℓ∞ / ℓ1) minimal-norm attacks.
 
 Ground truth comes from linear classifiers, whose margins have closed forms
 (specs/mma.md §1.6 fact 4): d(x) = min_{k≠y} (f_y − f_k) / ‖w_y − w_k‖_dual when the box
@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from wideberth.attacks.minimal import (
+from wideberth.attacks import (
     CWL2,
     FMN,
     MinimalNormResult,
