@@ -290,6 +290,7 @@ def _fixed_eps_of(minimize: Callable[..., MinimalNormLike]) -> Callable[..., Ten
         res = minimize(model, x, y, norm=norm, steps=steps, seed=seed, check=check, **kw)
         return _within_budget(res, x, eps)
 
+    run.__wrapped__ = minimize  # type: ignore[attr-defined]  # the search it thresholds
     return run
 
 
