@@ -2,8 +2,8 @@
 
 Ground truth: a linear K-class model has the closed-form margin
 ``d = min_{k≠y} (f_y − f_k)/‖w_y − w_k‖_*`` (dual norm: ℓ2 for ℓ2, ℓ1 for ℓ∞) whenever the
-box [0, 1] is not active at the minimiser (specs/mma.md §1.6 fact 4,
-specs/trades-and-average-margin.md A1).
+box [0, 1] is not active at the minimiser (Wu & Yu 2019, §4.1 and §5.1: Eq. (16) is exact
+for linear models).
 """
 
 from __future__ import annotations
@@ -277,7 +277,8 @@ def bn_net() -> nn.Module:
     return net
 
 
-@pytest.mark.parametrize("fn", ["anpgd", "bound"])
+# fn="anpgd" (the minimal-norm search estimate_margin runs): tests/test_attack_contract.py
+@pytest.mark.parametrize("fn", ["bound"])
 def test_modes_grads_and_inputs_untouched(fn):
     net = bn_net()
     net.train()
