@@ -143,10 +143,10 @@ def apgd(
     """Auto-PGD (APGD) within the ``norm`` ball of radius ``eps`` ∩ [0, 1].
 
     Paper: Croce & Hein, *Reliable evaluation of adversarial robustness with an ensemble of
-    diverse parameter-free attacks*, ICML 2020 (Algorithm 1). Norms: ``"linf"`` (sign steps)
+    diverse parameter-free attacks*, ICML 2020 (§3, Algorithm 1). Norms: ``"linf"`` (sign steps)
     and ``"l2"`` (normalised-gradient steps); ``"l1"`` raises :class:`ValueError`. Step size
     starts at ``2ε`` per example and is halved at the checkpoints :func:`apgd_checkpoints`
-    (see the module docstring); momentum ``alpha``.
+    (see :mod:`wideberth.attacks.apgd_iteration`); momentum ``alpha``.
 
     Args:
         model: an ``nn.Module`` or callable mapping [B, ...] in [0, 1] to logits [B, K];
@@ -249,7 +249,7 @@ def apgd_ce(
 ) -> Tensor:
     """APGD-CE: untargeted APGD on the cross-entropy loss (AutoAttack's first attack).
 
-    Paper: Croce & Hein, ICML 2020. Norms: ``"linf"``, ``"l2"``. Shapes: x [B, ...] in
+    Paper: Croce & Hein, ICML 2020, §3, Algorithm 1 (APGD) and §5 (AutoAttack). Norms: ``"linf"``, ``"l2"``. Shapes: x [B, ...] in
     [0, 1], y [B], eps float or [B]. Other keywords go to :func:`apgd`. Returns x_adv [B, ...].
     """
     return apgd(model, x, y, norm=norm, eps=eps, steps=steps, loss="ce", restarts=restarts, **kw)  # type: ignore[arg-type]
@@ -268,7 +268,7 @@ def apgd_dlr(
 ) -> Tensor:
     """APGD-DLR: untargeted APGD on the DLR loss (shift- and scale-invariant; ``K >= 3``).
 
-    Paper: Croce & Hein, ICML 2020. Norms: ``"linf"``, ``"l2"``. Shapes: x [B, ...] in
+    Paper: Croce & Hein, ICML 2020, §3 (APGD) and §4 (the DLR loss). Norms: ``"linf"``, ``"l2"``. Shapes: x [B, ...] in
     [0, 1], y [B], eps float or [B]. Other keywords go to :func:`apgd`. Returns x_adv [B, ...].
     """
     return apgd(model, x, y, norm=norm, eps=eps, steps=steps, loss="dlr", restarts=restarts, **kw)  # type: ignore[arg-type]
@@ -294,7 +294,9 @@ def apgd_dlr_targeted(
 ) -> Tensor:
     """APGD-T: APGD on the targeted DLR loss over the top target classes (AutoAttack).
 
-    Paper: Croce & Hein, ICML 2020. Norms: ``"linf"``, ``"l2"``. For ``j = 1 …
+    Paper: Croce & Hein, ICML 2020, §3 (APGD), §4 (targeted DLR loss) and §5 (AutoAttack's
+    APGD-T). Norms: ``"linf"``, ``"l2"``. Shapes: x [B, ...] in [0, 1], y [B], eps float or
+    [B]. For ``j = 1 …
     n_target_classes`` (capped at ``K − 1``) each example is attacked towards the class
     with its ``j``-th highest non-true logit on the clean input, ``restarts`` runs per
     target; an example counts as broken (misclassified, any class) if any run breaks it,
