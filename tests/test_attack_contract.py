@@ -183,7 +183,8 @@ def _prepared_bn_net() -> BNNet:
         model.train()
         model(batch(32, seed=9)[0])
     model.eval()
-    model.bn.train()  # one submodule left in train mode
+    model.bn.train()  # submodules left in train mode: BatchNorm and Dropout
+    model.drop.train()
     model.conv.weight.requires_grad_(False)  # a frozen parameter stays frozen
     for name, p in model.named_parameters():
         p.grad = None if name == "fc.bias" else torch.full_like(p, 0.5)  # None stays None
@@ -284,6 +285,17 @@ def test_bad_inputs_raise(t: AttackTarget):
         x2, y2, e2 = change(x, y, t.eps)
         with pytest.raises(ValueError, match=match):
             t.run(model, x2, y2, e2)
+
+
+@pytest.mark.parametrize("entry", list(wba.ATTACKS.values()), ids=list(wba.ATTACKS))
+def test_unsupported_norm_raises(entry):
+    model = small_cnn(14)
+    x, y = batch(6, seed=14)
+    for norm in sorted({"linf", "l2", "l1"} - set(entry.norms)):
+        with pytest.raises(ValueError, match="norm|pgd"):
+            wba.run_attack(entry.name, model, x, y, norm=norm, eps=EPS[norm], steps=1)
+        with pytest.raises(ValueError):
+            entry.run(model, x, y, norm=norm, eps=EPS[norm], steps=1)
 
 
 @pytest.mark.parametrize("t", MINIMAL_TARGETS, ids=ids(MINIMAL_TARGETS))

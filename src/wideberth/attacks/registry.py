@@ -20,8 +20,15 @@ Every entry has a uniform fixed-ε runner
 for minimal-norm attacks, a uniform search
 ``minimize(model, x, y, *, norm, steps, seed, check, **options) -> result``.
 
+The fixed-ε runner of FMN and CW-ℓ2 thresholds their search (``run.__wrapped__`` is the
+``minimize`` it thresholds); AN-PGD's runner is one AN-PGD pass at ``ε_init = ε_max = ε``
+per example (Ding et al., ICLR 2020, Algorithm 1, with a logit-margin bisection keeping the
+smallest verified scale), and its ``minimize`` is the repeated margin search
+:func:`~wideberth.attacks.mma_margins.anpgd_margin`.
+
 Register an attack of your own with :func:`register_attack` (it then appears in the CLI,
-the suites and the contract tests).
+the suites and the contract tests). :func:`attack_table` renders the table (the attacks
+table of :mod:`wideberth.attacks` is its text).
 """
 
 from __future__ import annotations
@@ -86,7 +93,9 @@ class AttackEntry:
         minimize: minimal-norm attacks only: ``minimize(model, x, y, *, norm, steps, seed,
             check, **options)`` returning ``distance`` [B], ``found`` [B], ``x_adv``.
         gradient_free: the attack only queries the model's scores (no gradients).
-        aliases: deprecated names still accepted (with a ``DeprecationWarning``).
+        aliases: other names still accepted: :func:`get_attack` warns
+            (``DeprecationWarning``) unless ``warn=False``; ``estimate_margin`` accepts the
+            aliases of minimal-norm attacks (``"cw"``) silently.
         default_steps: the iterations (or queries) used when the caller gives none.
     """
 
