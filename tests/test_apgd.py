@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import wideberth as wb
+from wideberth.attacks.apgd_iteration import _halve_mask
 from wideberth.attacks.auto_pgd import (
     APGD,
     APGDT,
-    _halve_mask,
     apgd,
     apgd_ce,
     apgd_checkpoints,
@@ -203,7 +203,7 @@ def test_checkpoint_conditions():
 
 @pytest.mark.parametrize("norm,scale", [("linf", 0.1), ("l2", 1.0)])
 @pytest.mark.parametrize("per_example", [False, True])
-def test_outputs_feasible(mlp, digits, norm, scale, per_example):
+def test_untargeted_dlr_outputs_feasible(mlp, digits, norm, scale, per_example):
     _, _, x, y = digits
     x, y = x[:40], y[:40]
     x0 = x.clone()
@@ -212,10 +212,9 @@ def test_outputs_feasible(mlp, digits, norm, scale, per_example):
         eps[0] = 0.0
     else:
         eps = scale
-    for fn in (apgd_ce, apgd_dlr, apgd_dlr_targeted):
-        x_adv = fn(mlp, x, y, norm=norm, eps=eps, steps=15, n_target_classes=2) if (
-            fn is apgd_dlr_targeted
-        ) else fn(mlp, x, y, norm=norm, eps=eps, steps=15, restarts=2)
+    # APGD-CE and APGD-T (registered as "apgd-ce" and "apgd-t"): tests/test_attack_contract.py
+    for fn in (apgd_dlr,):
+        x_adv = fn(mlp, x, y, norm=norm, eps=eps, steps=15, restarts=2)
         _assert_feasible(x_adv, x, eps, norm)
         if per_example:
             assert torch.equal(x_adv[0], x[0])  # ε = 0 leaves the example where it was
@@ -354,50 +353,10 @@ def test_batch_independence_exact(rowwise_mlp, digits, norm, eps, fn):
     assert torch.equal(permuted, full[perm])
 
 
-def test_batch_independence_blas_model(mlp, digits):
-    # nn.Linear's matmul is not bitwise batch-invariant on CPU (rows differ in the last
-    # ulp between batch sizes), so here results agree up to float noise, successes exactly.
-    _, _, x, y = digits
-    x, y = x[:20], y[:20]
-    for norm, eps in (("linf", 0.06), ("l2", 0.45)):
-        full = apgd_ce(mlp, x, y, norm=norm, eps=eps, steps=25, restarts=2)
-        part = apgd_ce(mlp, x[:5], y[:5], norm=norm, eps=eps, steps=25, restarts=2)
-        assert torch.equal(_broken(mlp, part, y[:5]), _broken(mlp, full[:5], y[:5]))
-        torch.testing.assert_close(part, full[:5], rtol=0, atol=1e-4)
-
-
 # --------------------------------------------------------------------------------------
-# model state, API, errors
+# API, options (model state, bad inputs, BLAS-model batch independence of APGD-CE and
+# APGD-T: tests/test_attack_contract.py)
 # --------------------------------------------------------------------------------------
-
-
-def test_model_modes_and_grads_untouched(digits):
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(32, 10),
-    )
-    model.eval()
-    model[2].train()  # a submodule deliberately left in train mode
-    model[4].train()
-    model[5].weight.requires_grad_(False)  # and one frozen parameter
-    grads = {}
-    for i, p in enumerate(model.parameters()):
-        p.grad = torch.full_like(p, float(i + 1))
-        grads[i] = p.grad.clone()
-    stats = model[2].running_mean.clone()
-    _, _, x, y = digits
-    a = apgd_ce(model, x[:16], y[:16], norm="linf", eps=0.1, steps=10)
-    b = apgd_dlr_targeted(model, x[:16], y[:16], norm="l2", eps=1.0, steps=5, n_target_classes=2)
-    modes = [m.training for m in model.modules()]  # Sequential, Flatten, Linear, BN, ...
-    assert modes == [False, False, False, True, False, True, False]
-    for i, p in enumerate(model.parameters()):
-        assert torch.equal(p.grad, grads[i])
-    assert [p.requires_grad for p in model.parameters()] == [True, True, True, True, False, True]
-    assert torch.equal(model[2].running_mean, stats)  # attacked in eval mode
-    # eval mode during the attack: deterministic (dropout off) and batch-independent BN
-    a2 = apgd_ce(model, x[:16], y[:16], norm="linf", eps=0.1, steps=10)
-    assert torch.equal(a, a2) and b.shape == x[:16].shape
 
 
 def test_class_api_matches_functions(mlp, digits):
@@ -441,19 +400,10 @@ def test_cuda(mlp, digits):
         mlp.to("cpu")
 
 
-def test_bad_inputs(mlp, digits):
+def test_bad_options(mlp, digits):
     _, _, x, y = digits
     x, y = x[:8], y[:8]
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        apgd_ce(mlp, x + 1.5, y, norm="linf", eps=0.1)
-    with pytest.raises(ValueError, match=">= 0"):
-        apgd_ce(mlp, x, y, norm="linf", eps=-0.1)
-    with pytest.raises(ValueError, match=">= 0"):
-        apgd_ce(mlp, x, y, norm="l2", eps=torch.tensor([0.1] * 7 + [-1.0]))
-    with pytest.raises(ValueError, match="labels"):
-        apgd_ce(mlp, x, torch.full((8,), 10), norm="linf", eps=0.1)
-    with pytest.raises(ValueError, match="labels"):
-        apgd_dlr_targeted(mlp, x, torch.full((8,), -1), norm="linf", eps=0.1)
+    # x, labels and ε (apgd_ce, apgd_dlr_targeted): tests/test_attack_contract.py
     with pytest.raises(ValueError, match="pgd"):
         apgd_ce(mlp, x, y, norm="l1", eps=1.0)
     with pytest.raises(ValueError, match="pgd"):

@@ -1,7 +1,7 @@
 """AN-PGD: Adaptive-Norm PGD, MMA's approximation of the shortest successful perturbation.
 
 Paper: Ding, Sharma, Lui & Huang, *MMA Training: Direct Input Space Margin Maximization
-through Adversarial Training*, ICLR 2020, Algorithm 1 (specs/mma.md §2), and the authors'
+through Adversarial Training*, ICLR 2020, §2 and Algorithm 1 (settings in App. C), and the authors'
 code (GitHub ``BorealisAI/mma_training``, ``anpgd.py``), whose deviations from Algorithm 1
 are offered as flags. Norms: ``"linf"`` and ``"l2"`` as in the paper (``"l1"`` also runs).
 
@@ -14,7 +14,7 @@ One AN-PGD call, per example ``i``:
    ``scale = ε_init`` (code) or ``scale = ‖x_pgd − x‖`` (paper), so ``x + scale·u = x_pgd``.
 3. ``n_search`` bisection steps for the zero crossing of ``search_loss`` (SLM) along the ray
    on ``[0, ε_max]``, started at ``cur = scale`` with the loss measured at ``x_pgd``
-   (specs/mma.md §2.3): a negative loss (attack failed) raises ``lo`` to ``cur``, a
+   (the authors' ``bisection_search``): a negative loss (attack failed) raises ``lo`` to ``cur``, a
    non-negative one lowers ``hi`` to ``cur``; then ``cur = (lo + hi)/2``. The first update
    reproduces Algorithm 1's interval choice ([ε_init, ε_max] if PGD failed, [0, ε_init] if
    it succeeded).
@@ -23,9 +23,11 @@ One AN-PGD call, per example ``i``:
 
 If no point on the ray succeeds, ε* converges to ``ε_max − (ε_max − scale)/2^n_search``;
 with MMA's ``ε_max = 1.05·d_max`` that lies above ``d_max``, which is how MMA drops such
-examples from its hinge (specs/mma.md §2.3, §9.2).
+examples from its hinge (Ding et al. 2020, §2, Eq. 8 and App. B.1: an example with no
+successful perturbation is treated as a very large one and ignored by the hinge).
 
-Code-vs-paper choices (specs/mma.md §2.5, §10, ambiguities A3–A6), all flags:
+Code-vs-paper choices (where the authors' code deviates from Algorithm 1; labelled A3–A6
+below), all flags:
 
 ======================  ===========================  ==========================  ==================
 flag                    paper (Algorithm 1)          authors' code               wideberth default
@@ -43,9 +45,11 @@ very point the bisection evaluated (the code trains on a possibly out-of-box inp
 ``search_in_eval=True`` because the code's train-mode search is an apparent accident that
 updates BatchNorm running statistics and makes results depend on the batch.
 
-The test/validation-time variant (:func:`an_pgd_eval`, the code's ``ANPGDForTest``) attacks
-at a fixed test ε, bisects the logit margin, and is MMA's model-selection metric
-(:func:`average_margin`).
+The test/validation-time variant (:func:`~wideberth.attacks.mma_margins.an_pgd_eval`, the
+code's ``ANPGDForTest``), MMA's model-selection metric
+(:func:`~wideberth.attacks.mma_margins.average_margin`) and the repeated AN-PGD margin
+search (:func:`~wideberth.attacks.mma_margins.anpgd_margin`) live in
+:mod:`wideberth.attacks.mma_margins`; they reuse :func:`pgd_then_bisect`.
 
 Conventions: PGD always runs inside :func:`~wideberth.attacks.base.attack_context` (eval
 mode, frozen parameters); the search too unless ``search_in_eval=False``. Every submodule's
@@ -67,26 +71,37 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from .._checks import check_eps
 from ..losses import get_loss
 from ..threat import ThreatModel, eps_vector, get_threat
-from .base import Attack, LossLike, ModelLike, attack_context, prepare
+from .base import (
+    LossLike,
+    ModelLike,
+    ResultAttack,
+    attack_context,
+    batch_view,
+    check_choice,
+    check_int,
+    prepare,
+)
+from .projected_gradient import pgd
 
 __all__ = [
     "ANPGD",
     "ANPGDResult",
+    "RETURN_MODES",
     "an_pgd",
     "an_pgd_attack",
-    "an_pgd_eval",
-    "average_margin",
+    "pgd_then_bisect",
+    "positive_eps_vector",
 ]
 
 Direction = Literal["eps_init", "actual_norm"]
 ReturnMode = Literal["last_mid", "upper"]
-EvalStart = Literal["half_eps_max", "test_eps"]
 
 _DIRECTIONS = ("eps_init", "actual_norm")
-_RETURN_MODES = ("last_mid", "upper")
-_EVAL_STARTS = ("half_eps_max", "test_eps")
+#: the values of ``return_mode`` (:func:`an_pgd`, :func:`~wideberth.attacks.an_pgd_eval`)
+RETURN_MODES = ("last_mid", "upper")
 
 
 @dataclass
@@ -129,10 +144,6 @@ class ANPGDResult:
     scale: Tensor
 
 
-def _view(t: Tensor, like: Tensor) -> Tensor:
-    return t.reshape((t.shape[0],) + (1,) * (like.dim() - 1))
-
-
 @contextmanager
 def _search_context(model: ModelLike, in_eval: bool) -> Iterator[None]:
     ctx = attack_context(model) if in_eval else nullcontext(model)
@@ -140,21 +151,10 @@ def _search_context(model: ModelLike, in_eval: bool) -> Iterator[None]:
         yield
 
 
-def _check_int(value: int, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-
-
-def _check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-def _positive_vector(value: float | Tensor, x: Tensor, name: str, check: bool) -> Tensor:
-    """ε as a ``[B]`` tensor on x's device; with ``check``, finite and > 0."""
+def positive_eps_vector(value: float | Tensor, x: Tensor, name: str, check: bool) -> Tensor:
+    """ε (float or ``[B]``) as a ``[B]`` tensor on x's device and dtype; with ``check``,
+    validated (``name`` in the messages) and required finite and > 0 for every example."""
     if check:
-        from .._checks import check_eps
-
         check_eps(value, x.shape[0], name=name)
     v = eps_vector(value, x).detach()
     if check and v.numel() > 0 and bool((v <= 0).any()):
@@ -181,7 +181,8 @@ def _ray_bisection(
     search_fn: Callable[[Tensor, Tensor], Tensor],
     x_first: Tensor,
 ) -> dict[str, Tensor]:
-    """The code's ``bisection_search`` (specs/mma.md §2.3), vectorised over the batch.
+    """The authors' ``bisection_search`` (``BorealisAI/mma_training``, ``anpgd.py``; the
+    search of Ding et al. 2020, Algorithm 1), vectorised over the batch.
 
     ``m`` is the search loss already attributed to scale ``cur`` (point ``x_first``).
     Returns a dict with ``lo``/``hi`` (including the last evaluation), ``cur`` (the last
@@ -194,7 +195,7 @@ def _ray_bisection(
     hi = eps_max.clone()
     found = torch.zeros_like(cur, dtype=torch.bool)
     hi_known = torch.zeros_like(cur, dtype=torch.bool)
-    x_hi = (x + _view(eps_max, x) * unit).clamp(0, 1)
+    x_hi = (x + batch_view(eps_max, x) * unit).clamp(0, 1)
     x_cur = x_first
 
     def update() -> None:
@@ -203,21 +204,21 @@ def _ray_bisection(
         lo = torch.where(ok, lo, torch.maximum(lo, torch.minimum(cur, hi)))
         better = ok & (cur <= hi)
         hi = torch.where(better, cur, hi)
-        x_hi = torch.where(_view(better, x), x_cur, x_hi)
+        x_hi = torch.where(batch_view(better, x), x_cur, x_hi)
         found = found | ok
         hi_known = hi_known | better
 
     for _ in range(n_search):
         update()
         cur = (lo + hi) / 2
-        x_cur = (x + _view(cur, x) * unit).clamp(0, 1)
+        x_cur = (x + batch_view(cur, x) * unit).clamp(0, 1)
         m = search_fn(model(x_cur), y)
     update()
     return {"lo": lo, "hi": hi, "cur": cur, "m": m, "x_cur": x_cur, "found": found,
             "hi_known": hi_known, "x_hi": x_hi}
 
 
-def _an_pgd_core(
+def pgd_then_bisect(
     model: ModelLike,
     x: Tensor,
     y: Tensor,
@@ -240,11 +241,12 @@ def _an_pgd_core(
     generator: torch.Generator | None,
     start: Tensor | None,
 ) -> ANPGDResult:
-    """PGD at ``pgd_eps`` + ray bisection. ``start``: the scale the first bound update
+    """One AN-PGD pass without argument checks: PGD at ``pgd_eps`` [B] (steps ``pgd_step``
+    [B]) from x [B, ...], then the ray bisection on ``[0, eps_max]`` ([B]); the shared body
+    of :func:`an_pgd` and :func:`~wideberth.attacks.an_pgd_eval` (see them for the other
+    arguments). ``start``: the scale the first bound update
     attributes the PGD point's loss to (None: its true scale; the eval quirk passes
     0.5·ε_max)."""
-    from .projected_gradient import pgd
-
     x = x.detach()
     x_pgd = pgd(
         model, x, y, norm=threat, eps=pgd_eps, steps=steps, step_size=pgd_step,
@@ -253,21 +255,21 @@ def _an_pgd_core(
     ).detach()
     d1 = x_pgd - x
     scale = pgd_eps.clone() if direction == "eps_init" else threat.norm(d1)
-    unit = d1 / _view(torch.where(scale > 0, scale, torch.ones_like(scale)), x)
+    unit = d1 / batch_view(torch.where(scale > 0, scale, torch.ones_like(scale)), x)
     search_fn = get_loss(search_loss)
     with _search_context(model, search_in_eval):
         m0 = search_fn(model(x_pgd), y)
         if start is None:
             cur0, x_first = scale, x_pgd
         else:  # the eval quirk: the loss measured at x_pgd is attributed to `start`
-            cur0, x_first = start, (x + _view(start, x) * unit).clamp(0, 1)
+            cur0, x_first = start, (x + batch_view(start, x) * unit).clamp(0, 1)
         r = _ray_bisection(model, x, y, unit, cur0, m0, eps_max, n_search, search_fn, x_first)
     if return_mode == "last_mid":
         eps_star, success = r["cur"], r["m"] >= 0
-        x_star = r["x_cur"] if clip_final else x + _view(eps_star, x) * unit
+        x_star = r["x_cur"] if clip_final else x + batch_view(eps_star, x) * unit
     else:
         eps_star, success = r["hi"], r["hi_known"]
-        x_star = r["x_hi"] if clip_final else x + _view(eps_star, x) * unit
+        x_star = r["x_hi"] if clip_final else x + batch_view(eps_star, x) * unit
     return ANPGDResult(
         x_adv=x_star.detach(),
         eps=eps_star.detach(),
@@ -305,7 +307,7 @@ def an_pgd(
     generator: torch.Generator | None = None,
     check: bool = True,
 ) -> ANPGDResult:
-    """AN-PGD (MMA training's attack, ICLR 2020 Algorithm 1; specs/mma.md §2.1–2.5, §2.8).
+    """AN-PGD: MMA training's attack (Ding et al., *MMA Training*, ICLR 2020, §2, Algorithm 1).
 
     Approximates each example's shortest successful perturbation δ* by a PGD run at its own
     warm-start ε_init followed by a bisection along the PGD direction (see the module
@@ -358,10 +360,10 @@ def an_pgd(
         bracket, success flags, the PGD point and the ray. ``‖x_adv − x‖ ≤ ε*`` (up to
         float rounding); ``x_adv ∈ [0, 1]`` when ``clip_final``.
     """
-    _check_int(steps, "steps", 0)
-    _check_int(n_search, "n_search", 0)
-    _check_choice(direction, "direction", _DIRECTIONS)
-    _check_choice(return_mode, "return_mode", _RETURN_MODES)
+    check_int(steps, "steps", 0)
+    check_int(n_search, "n_search", 0)
+    check_choice(direction, "direction", _DIRECTIONS)
+    check_choice(return_mode, "return_mode", RETURN_MODES)
     if not (isinstance(step_scale, (int, float)) and math.isfinite(step_scale) and step_scale >= 0):
         raise ValueError(f"step_scale must be a finite number >= 0; got {step_scale!r}")
     if check:
@@ -370,9 +372,9 @@ def an_pgd(
     else:
         threat = get_threat(norm)
     y = y.to(x.device)
-    e_init = _positive_vector(eps_init, x, "eps_init", check)
-    e_max = _positive_vector(eps_max, x, "eps_max", check)
-    return _an_pgd_core(
+    e_init = positive_eps_vector(eps_init, x, "eps_init", check)
+    e_max = positive_eps_vector(eps_max, x, "eps_max", check)
+    return pgd_then_bisect(
         model, x, y, threat,
         pgd_eps=e_init, pgd_step=step_scale * e_init / max(steps, 1), eps_max=e_max,
         steps=steps, n_search=n_search, attack_loss=attack_loss, search_loss=search_loss,
@@ -382,130 +384,15 @@ def an_pgd(
     )
 
 
-def an_pgd_eval(
-    model: ModelLike,
-    x: Tensor,
-    y: Tensor,
-    *,
-    norm: str | float | ThreatModel,
-    test_eps: float | Tensor,
-    eps_max: float | Tensor,
-    steps: int,
-    test_step: float | Tensor | None = None,
-    n_search: int = 10,
-    attack_loss: LossLike = "slm",
-    search_loss: LossLike = "lm",
-    start: EvalStart = "half_eps_max",
-    return_mode: ReturnMode = "last_mid",
-    clip_final: bool = True,
-    search_in_eval: bool = True,
-    init: str = "advertorch",
-    projection: str = "approx",
-    seed: int = 0,
-    generator: torch.Generator | None = None,
-    check: bool = True,
-) -> ANPGDResult:
-    """Test/validation-time AN-PGD (MMA code's ``ANPGDForTest``; specs/mma.md §2.7).
-
-    MMA's model-selection monitor: PGD at a fixed ``test_eps`` (SLM, random start,
-    ``steps`` = the training value), ``u = (x_pgd − x)/test_eps``, then ``n_search``
-    bisection steps of the **logit margin** (LM ≥ 0 ⇔ misclassified) on ``[0, ε_max]``.
-    Runs on all examples; misclassified ones end near 0 (``ε_max/2^(n_search+1)``; not
-    exactly 0).
-
-    The code's quirk (default ``start="half_eps_max"``): the bisection starts at
-    ``cur = 0.5·ε_max`` but with the loss measured at ``test_eps``, i.e. the first bracket
-    update treats the PGD outcome at ``test_eps`` as if it had been observed at
-    ``0.5·ε_max``. ``start="test_eps"`` attributes it to ``test_eps`` (consistent bisection).
-
-    Per-setting values (specs/mma.md §2.7): MNIST-ℓ∞ ``test_eps=0.3, test_step=0.01``;
-    MNIST-ℓ2 ``2.0, 0.125``; CIFAR10-ℓ∞ ``8/255, 2/255``; CIFAR10-ℓ2 ``1.0, 0.25``;
-    ``eps_max = 1.05·d_max``; ``steps`` 40 (MNIST) / 10 (CIFAR-10).
-
-    Args:
-        model, x, y, norm: as in :func:`an_pgd` (x ``[B, ...]``, y ``[B]``).
-        test_eps: PGD radius, float or ``[B]`` (> 0).
-        eps_max: search upper end, float or ``[B]``.
-        steps: PGD iterations.
-        test_step: PGD step, float or ``[B]``; default ``2.5·test_eps/steps``.
-        n_search: bisection steps.
-        attack_loss, search_loss: PGD loss (SLM) and bisection loss (LM).
-        start: ``"half_eps_max"`` (code quirk, default) or ``"test_eps"``.
-        return_mode, clip_final, search_in_eval, init, projection, seed, generator, check:
-            as in :func:`an_pgd` (direction is always ``test_eps`` units, as in the code).
-
-    Returns:
-        :class:`ANPGDResult`; ``eps`` ``[B]`` are the per-example margin estimates.
-    """
-    _check_int(steps, "steps", 0)
-    _check_int(n_search, "n_search", 0)
-    _check_choice(start, "start", _EVAL_STARTS)
-    _check_choice(return_mode, "return_mode", _RETURN_MODES)
-    if check:
-        threat, _ = prepare(model, x, y, test_eps, norm)
-        assert threat is not None
-    else:
-        threat = get_threat(norm)
-    y = y.to(x.device)
-    e_test = _positive_vector(test_eps, x, "test_eps", check)
-    e_max = _positive_vector(eps_max, x, "eps_max", check)
-    if test_step is None:
-        step = 2.5 * e_test / max(steps, 1)
-    else:
-        if check:
-            from .._checks import check_eps
-
-            check_eps(test_step, x.shape[0], name="test_step")
-        step = eps_vector(test_step, x).detach()
-    return _an_pgd_core(
-        model, x, y, threat,
-        pgd_eps=e_test, pgd_step=step, eps_max=e_max, steps=steps, n_search=n_search,
-        attack_loss=attack_loss, search_loss=search_loss, direction="eps_init",
-        return_mode=return_mode, clip_final=clip_final, search_in_eval=search_in_eval,
-        init=init, projection=projection, seed=seed, generator=generator,
-        start=0.5 * e_max if start == "half_eps_max" else None,
-    )
-
-
-def average_margin(
-    model: ModelLike,
-    x: Tensor,
-    y: Tensor,
-    *,
-    batch_size: int | None = None,
-    **kwargs: Any,
-) -> float:
-    """MMA's model-selection metric: the mean of :func:`an_pgd_eval`'s ε* over ``x``.
-
-    ``kwargs`` go to :func:`an_pgd_eval` (``norm``, ``test_eps``, ``eps_max``, ``steps`` …).
-    ``batch_size`` splits ``x`` into chunks (results are batch independent with the default
-    per-example random streams and ``search_in_eval=True``). Shapes: x ``[N, ...]``,
-    y ``[N]``; returns a Python float.
-    """
-    n = x.shape[0]
-    if n == 0:
-        raise ValueError("x is an empty batch; the average margin is undefined")
-    if batch_size is None or batch_size >= n:
-        return float(an_pgd_eval(model, x, y, **kwargs).eps.double().mean())
-    _check_int(batch_size, "batch_size", 1)
-    total = 0.0
-    for i in range(0, n, batch_size):
-        total += float(an_pgd_eval(model, x[i : i + batch_size], y[i : i + batch_size], **kwargs).eps.double().sum())
-    return total / n
-
-
 def an_pgd_attack(model: ModelLike, x: Tensor, y: Tensor, **kwargs: Any) -> Tensor:
     """:func:`an_pgd` returning only ``x_adv`` ``[B, ...]`` (the :class:`Attack` protocol)."""
     return an_pgd(model, x, y, **kwargs).x_adv
 
 
-class ANPGD(Attack):
+class ANPGD(ResultAttack):
     """Callable AN-PGD (see :func:`an_pgd`):
     ``ANPGD(model, norm="linf", eps_init=0.1, eps_max=0.42, steps=40)(x, y)`` returns
     ``x_adv`` ``[B, ...]``; :meth:`result` returns the full :class:`ANPGDResult`."""
 
     fn = staticmethod(an_pgd_attack)
-
-    def result(self, x: Tensor, y: Tensor, **kwargs: Any) -> ANPGDResult:
-        """Run AN-PGD and return the :class:`ANPGDResult` (ε* per example included)."""
-        return an_pgd(self.model, x, y, **{**self.kwargs, **kwargs})
+    result_fn = staticmethod(an_pgd)

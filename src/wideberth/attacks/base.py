@@ -13,7 +13,12 @@
   the same start whatever else is in its batch and wherever it sits.
 - :func:`prepare` validates inputs once at an attack's entry (range, NaN, labels, ε) and
   warns when the model seems to output probabilities instead of logits.
-- :class:`Attack` is the small callable-class form: ``atk = PGD(model, eps=0.3); atk(x, y)``.
+- :class:`Attack` is the small callable-class form: ``atk = PGD(model, eps=0.3); atk(x, y)``;
+  :class:`ResultAttack` the same for attacks whose function returns a result object
+  (minimal-norm attacks, AN-PGD): calling it returns ``x_adv``, :meth:`ResultAttack.result`
+  the whole result.
+- :func:`batch_view`, :func:`check_int` and :func:`check_choice` are the small shape and
+  argument helpers every attack module shares.
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ __all__ = [
     "ModelLike",
     "LossLike",
     "Attack",
+    "ResultAttack",
     "attack_context",
+    "batch_view",
+    "check_choice",
+    "check_int",
     "loss_and_grad",
     "prepare",
     "random_start",
@@ -47,6 +56,24 @@ log = logging.getLogger(__name__)
 
 ModelLike = nn.Module | Callable[[Tensor], Tensor]
 LossLike = str | Callable[..., Tensor]
+
+
+def batch_view(t: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-example ``[B]`` tensor (any dtype, masks included) to
+    ``[B, 1, ..., 1]`` so it broadcasts against ``like`` ``[B, ...]``."""
+    return t.reshape((t.shape[0],) + (1,) * (like.dim() - 1))
+
+
+def check_int(value: int, name: str, minimum: int = 1) -> None:
+    """``ValueError`` unless ``value`` is a Python ``int`` (not ``bool``) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
+    """``ValueError`` unless ``value`` is one of ``choices`` (the message lists them)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
 @contextmanager
@@ -199,3 +226,24 @@ class Attack:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
         return f"{type(self).__name__}({args})"
+
+
+class ResultAttack(Attack):
+    """Callable-class form of an attack whose function returns a result object.
+
+    Subclasses set ``result_fn`` (``result_fn(model, x, y, **kwargs) -> result`` with an
+    ``x_adv`` [B, ...] attribute, e.g. a
+    :class:`~wideberth.attacks.minimal_norm.MinimalNormResult`) and ``fn`` (the same attack
+    returning only ``x_adv``). ``atk(x, y)`` returns ``x_adv``; :meth:`result` returns the
+    whole result. Construction keywords are defaults; call keywords win.
+    """
+
+    result_fn: ClassVar[Callable[..., Any]]
+
+    def result(self, x: Tensor, y: Tensor, **kwargs: Any) -> Any:
+        """Run the attack on x [B, ...], y [B] and return its full result object."""
+        return type(self).result_fn(self.model, x, y, **{**self.kwargs, **kwargs})
+
+    def __call__(self, x: Tensor, y: Tensor, **kwargs: Any) -> Tensor:
+        x_adv: Tensor = self.result(x, y, **kwargs).x_adv
+        return x_adv

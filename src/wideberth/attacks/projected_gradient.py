@@ -51,7 +51,8 @@ def _objective(
 
 
 def advertorch_init(threat: ThreatModel, x: Tensor, eps: float | Tensor, noise: Noise) -> Tensor:
-    """advertorch's ``rand_init_delta`` (used by MMA's code, specs/mma.md §2.2).
+    """advertorch's ``rand_init_delta``, the random start of the PGD inside AN-PGD in the MMA
+    authors' code (Ding et al., ICLR 2020, App. C; ``BorealisAI/mma_training``).
 
     ℓ∞: U(−ε, ε) per coordinate, then clipped to the box (the same as ``uniform``).
     ℓ2: a uniformly random image z ∈ [0, 1]^D, δ = z − x shrunk into the ε-ball, then
@@ -192,8 +193,10 @@ def pgd(
 ) -> Tensor:
     """Projected gradient ascent on ``loss`` within the ``norm`` ball of radius ``eps`` ∩ [0, 1].
 
-    Paper: Madry et al., *Towards Deep Learning Models Resistant to Adversarial Attacks*
-    (ICLR 2018). Norms: ``"linf"``, ``"l2"``, ``"l1"``.
+    Paper: Madry, Makelov, Schmidt, Tsipras & Vladu, *Towards Deep Learning Models Resistant
+    to Adversarial Attacks* (ICLR 2018), §2, Eq. (2.1) (the saddle point problem whose inner
+    maximisation PGD solves). Norms: ``"linf"``, ``"l2"``, ``"l1"``. Shapes: x [B, ...] in
+    [0, 1], y [B], eps a float or [B]; returns x_adv [B, ...].
 
     Args:
         model: an ``nn.Module`` or callable mapping [B, C, H, W] in [0, 1] to logits [B, K];
@@ -213,8 +216,8 @@ def pgd(
             is the stronger choice (``benchmarks/bench_pgd.py`` measures it), and the
             restarts still explore. ``"uniform"`` (uniform in the ball, then clipped to
             the box: Madry et al.'s random start), ``"radial"`` (random direction at a
-            radius ε·U(0, 1), :func:`radial_init`), ``"advertorch"`` (MMA's code,
-            specs/mma.md §2.2), or ``None``/``"zero"`` (every run starts at x).
+            radius ε·U(0, 1), :func:`radial_init`), ``"advertorch"`` (the MMA authors'
+            code, :func:`advertorch_init`), or ``None``/``"zero"`` (every run starts at x).
         targeted: descend ``loss(logits, y_target)`` instead; success means predicting
             ``y_target``.
         return_best: per example, return the first iterate that broke it if any, else the
@@ -257,7 +260,7 @@ def pgd(
         step_t = eps_vector(step_size, x)
         if bool((step_t < 0).any()):
             raise ValueError("step_size must be >= 0")
-    labels = (y_target if targeted else y).to(x.device)
+    labels = (y_target if targeted and y_target is not None else y).to(x.device)
     objective = _objective(loss, targeted, loss_kwargs)
 
     def success_fn(logits: Tensor, lab: Tensor) -> Tensor:
@@ -300,7 +303,9 @@ def fgm(
 ) -> Tensor:
     """Fast gradient method: one steepest-ascent step of length ``eps`` from x, projected.
 
-    Paper: Goodfellow et al. (ICLR 2015) for ℓ∞ (FGSM); Miyato et al. (2016) for ℓ2.
+    Paper: Goodfellow, Shlens & Szegedy, *Explaining and Harnessing Adversarial Examples*
+    (ICLR 2015), §4 (FGSM, ℓ∞); Miyato et al. (2016) for ℓ2. Norms: ``"linf"``, ``"l2"``,
+    ``"l1"``.
     Shapes: x [B, ...] in [0, 1], y [B], eps float or [B]. Returns x_adv [B, ...].
     """
     return pgd(
@@ -322,7 +327,8 @@ def fgsm(
     y_target: Tensor | None = None,
     check: bool = True,
 ) -> Tensor:
-    """FGSM (Goodfellow et al., ICLR 2015), ℓ∞: ``x + eps·sign(∇ₓ loss)``, clipped to [0, 1].
+    """FGSM (Goodfellow, Shlens & Szegedy, ICLR 2015, §4), ℓ∞: ``x + eps·sign(∇ₓ loss)``,
+    clipped to [0, 1].
 
     Shapes: x [B, ...] in [0, 1], y [B], eps float or [B]. Returns x_adv [B, ...].
     """

@@ -20,8 +20,15 @@ Every entry has a uniform fixed-ε runner
 for minimal-norm attacks, a uniform search
 ``minimize(model, x, y, *, norm, steps, seed, check, **options) -> result``.
 
+The fixed-ε runner of FMN and CW-ℓ2 thresholds their search (``run.__wrapped__`` is the
+``minimize`` it thresholds); AN-PGD's runner is one AN-PGD pass at ``ε_init = ε_max = ε``
+per example (Ding et al., ICLR 2020, Algorithm 1, with a logit-margin bisection keeping the
+smallest verified scale), and its ``minimize`` is the repeated margin search
+:func:`~wideberth.attacks.mma_margins.anpgd_margin`.
+
 Register an attack of your own with :func:`register_attack` (it then appears in the CLI,
-the suites and the contract tests).
+the suites and the contract tests). :func:`attack_table` renders the table (the attacks
+table of :mod:`wideberth.attacks` is its text).
 """
 
 from __future__ import annotations
@@ -35,11 +42,14 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from ..threat import normalize_norm
+from .._checks import check_eps
+from ..threat import eps_vector, normalize_norm
 from .anpgd import an_pgd
 from .auto_pgd import apgd_ce, apgd_dlr_targeted
-from .base import ModelLike
-from .minimal import cw_l2, fmn
+from .base import ModelLike, prepare
+from .carlini_wagner import cw_l2
+from .fast_minimum_norm import fmn
+from .mma_margins import anpgd_margin
 from .projected_gradient import fgm, pgd
 from .random_search import square
 
@@ -49,6 +59,7 @@ __all__ = [
     "AttackKind",
     "MinimalNormLike",
     "attack_names",
+    "attack_table",
     "get_attack",
     "register_attack",
     "run_attack",
@@ -82,7 +93,9 @@ class AttackEntry:
         minimize: minimal-norm attacks only: ``minimize(model, x, y, *, norm, steps, seed,
             check, **options)`` returning ``distance`` [B], ``found`` [B], ``x_adv``.
         gradient_free: the attack only queries the model's scores (no gradients).
-        aliases: deprecated names still accepted (with a ``DeprecationWarning``).
+        aliases: other names still accepted: :func:`get_attack` warns
+            (``DeprecationWarning``) unless ``warn=False``; ``estimate_margin`` accepts the
+            aliases of minimal-norm attacks (``"cw"``) silently.
         default_steps: the iterations (or queries) used when the caller gives none.
     """
 
@@ -147,17 +160,33 @@ def attack_names(kind: str | None = None, norm: str | None = None) -> tuple[str,
     )
 
 
-def get_attack(name: str) -> AttackEntry:
-    """The entry registered as ``name``; a deprecated alias warns and resolves, an unknown
-    name raises ``ValueError`` listing the valid names."""
+def get_attack(name: str, *, warn: bool = True) -> AttackEntry:
+    """The entry registered as ``name``; an alias resolves (with a ``DeprecationWarning``
+    unless ``warn=False``), an unknown name raises ``ValueError`` listing the valid names."""
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name in _ALIASES:
         target = _ALIASES[name]
-        warnings.warn(f"attack name {name!r} is deprecated; use {target!r}",
-                      DeprecationWarning, stacklevel=2)
+        if warn:
+            warnings.warn(f"attack name {name!r} is deprecated; use {target!r}",
+                          DeprecationWarning, stacklevel=2)
         return _REGISTRY[target]
     raise ValueError(f"unknown attack {name!r}; choose from {', '.join(_REGISTRY)}")
+
+
+def attack_table() -> str:
+    """The registry as a reStructuredText table (name, kind, paper, norms), in registration
+    order: the attacks table of :mod:`wideberth.attacks` is this text."""
+    rows = [("attack", "kind", "paper", "norms")]
+    rows += [(e.name + "".join(f" / {a}" for a in e.aliases), e.kind, e.paper, ", ".join(e.norms))
+             for e in _REGISTRY.values()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rule = "  ".join("=" * w for w in widths)
+    lines = [rule, "  ".join(c.ljust(w) for c, w in zip(rows[0], widths, strict=True)).rstrip(),
+             rule]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows[1:]]
+    return "\n".join([*lines, rule])
 
 
 def run_attack(
@@ -222,36 +251,55 @@ def _run_square(model: ModelLike, x: Tensor, y: Tensor, *, norm: str, eps: float
 
 
 def _run_anpgd(model: ModelLike, x: Tensor, y: Tensor, *, norm: str, eps: float | Tensor,
-               steps: int = 40, restarts: int = 1, seed: int = 0, **kw: Any) -> Tensor:
-    e = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
-    eps_t = e.expand(x.shape[0]).clone() if e.dim() == 0 else e
-    eps_max = float(e) if e.dim() == 0 else float(e.max())
-    return an_pgd(model, x, y, norm=norm, eps_init=eps_t, eps_max=eps_max, steps=steps,
-                  search_loss="lm", return_mode="upper", seed=seed, **kw).x_adv
+               steps: int = 40, restarts: int = 1, seed: int = 0, check: bool = True,
+               **kw: Any) -> Tensor:
+    # AN-PGD at ε_init = ε_max = ε (per example): PGD in the ε-ball, then the LM bisection
+    # along its ray keeps the smallest verified scale; ε = 0 rows stay at x (AN-PGD needs ε > 0)
+    if check:
+        prepare(model, x, y, eps, norm)
+    e = eps_vector(eps, x).detach()
+    out = x.detach().clone()
+    rows = torch.nonzero(e > 0).squeeze(1)
+    if rows.numel() > 0:
+        res = an_pgd(model, x[rows], y.to(x.device)[rows], norm=norm, eps_init=e[rows],
+                     eps_max=e[rows], steps=steps, search_loss="lm", return_mode="upper",
+                     seed=seed, check=False, **kw)
+        out[rows] = res.x_adv
+    return out
 
 
 def _minimize_fmn(model: ModelLike, x: Tensor, y: Tensor, *, norm: str, steps: int = 100,
                   seed: int = 0, **kw: Any) -> MinimalNormLike:
-    return fmn(model, x, y, norm=norm, steps=max(int(steps), 1), **kw)
+    return fmn(model, x, y, norm=norm, steps=steps, **kw)  # deterministic: no seed
 
 
-def _minimize_cw(model: ModelLike, x: Tensor, y: Tensor, *, norm: str = "l2", steps: int | None = None,
-                 seed: int = 0, **kw: Any) -> MinimalNormLike:
-    return cw_l2(model, x, y, **kw)
+def _minimize_cw(model: ModelLike, x: Tensor, y: Tensor, *, norm: str = "l2",
+                 steps: int | None = None, seed: int = 0, **kw: Any) -> MinimalNormLike:
+    if normalize_norm(norm) != "l2":
+        raise ValueError(f"Carlini-Wagner is an l2 attack; got norm={norm!r}")
+    if steps is not None:
+        kw["steps"] = steps
+    return cw_l2(model, x, y, **kw)  # deterministic: no seed
 
 
 def _minimize_anpgd(model: ModelLike, x: Tensor, y: Tensor, *, norm: str, steps: int = 50,
                     seed: int = 0, **kw: Any) -> MinimalNormLike:
-    from .margin import estimate_margin_result  # the AN-PGD margin search lives with margins
-
-    return estimate_margin_result(model, x, y, norm, "anpgd", steps=steps, seed=seed, **kw)
+    return anpgd_margin(model, x, y, norm, steps=steps, seed=seed, **kw)
 
 
 def _fixed_eps_of(minimize: Callable[..., MinimalNormLike]) -> Callable[..., Tensor]:
-    def run(model: ModelLike, x: Tensor, y: Tensor, *, norm: str, eps: float | Tensor,
-            steps: int = 100, restarts: int = 1, seed: int = 0, **kw: Any) -> Tensor:
-        return _within_budget(minimize(model, x, y, norm=norm, steps=steps, seed=seed, **kw), x, eps)
+    """The fixed-ε runner of a minimal-norm attack: its point where ``distance <= ε``
+    (and found), ``x`` elsewhere."""
 
+    def run(model: ModelLike, x: Tensor, y: Tensor, *, norm: str, eps: float | Tensor,
+            steps: int = 100, restarts: int = 1, seed: int = 0, check: bool = True,
+            **kw: Any) -> Tensor:
+        if check:
+            check_eps(eps, x.shape[0])
+        res = minimize(model, x, y, norm=norm, steps=steps, seed=seed, check=check, **kw)
+        return _within_budget(res, x, eps)
+
+    run.__wrapped__ = minimize  # type: ignore[attr-defined]  # the search it thresholds
     return run
 
 
@@ -277,7 +325,7 @@ register_attack(AttackEntry(
 register_attack(AttackEntry(
     "anpgd", "minimal-norm", _P,
     "MMA's adaptive-norm PGD: shortest successful perturbation along the PGD ray",
-    "Ding et al., ICLR 2020 (MMA), Algorithm 2", _run_anpgd, an_pgd, minimize=_minimize_anpgd,
+    "Ding et al., ICLR 2020 (MMA), Algorithm 1", _run_anpgd, an_pgd, minimize=_minimize_anpgd,
     default_steps=50))
 register_attack(AttackEntry(
     "fmn", "minimal-norm", _P, "fast minimum-norm attack (counts where its distance ≤ ε)",
