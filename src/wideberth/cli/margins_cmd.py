@@ -12,17 +12,12 @@ __all__ = ["add_parser", "cmd_margins", "margin_search"]
 
 
 def margin_search(method: str, model: Any, x: Any, y: Any, norm: str) -> Any:
-    """Distances (``distance`` [B], ``found`` [B]) of the batch ``x`` [B, ...], ``y`` [B]:
-    ``auto`` is :func:`wideberth.attacks.estimate_margin_result`'s default estimator, any
-    other ``method`` the minimal-norm search of that registered attack."""
+    """Distances (``distance`` [B], ``found`` [B]) of the batch ``x`` [B, ...], ``y`` [B] by
+    :func:`wideberth.attacks.estimate_margin_result` with ``method`` (``auto`` or a
+    registered minimal-norm attack)."""
     from ..attacks.margin import estimate_margin_result
-    from ..attacks.registry import get_attack
 
-    if method == "auto":
-        return estimate_margin_result(model, x, y, norm=norm, method="auto")
-    entry = get_attack(method)
-    assert entry.minimize is not None  # the --method choices are minimal-norm attacks
-    return entry.minimize(model, x, y, norm=norm, steps=entry.default_steps, seed=0)
+    return estimate_margin_result(model, x, y, norm=norm, method=method)
 
 
 def cmd_margins(args: argparse.Namespace) -> int:
