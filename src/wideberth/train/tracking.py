@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,6 @@ from ..data import DataSplits, IndexedTensors
 from .callbacks import Callback, EpochInfo
 
 if TYPE_CHECKING:
-    from ..attacks.margin import Method as MarginMethod
     from .trainer import Trainer
 
 __all__ = ["MarginTracker"]
@@ -116,9 +115,8 @@ class MarginTracker(Callback):
                 kwargs: dict[str, Any] = {"steps": self.cfg.steps}
                 if self.cfg.method == "anpgd":
                     kwargs["seed"] = self.cfg.seed
-                method = cast("MarginMethod", self.cfg.method)  # validated in config
                 d = estimate_margin_result(
-                    model, xb, yb, self.cfg.norm, method, check=False, **kwargs
+                    model, xb, yb, self.cfg.norm, self.cfg.method, check=False, **kwargs
                 ).distance
             out.append(d.detach().cpu())
         return torch.cat(out)
