@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wideberth.threat import (
+    FEASIBILITY_RTOL,
     L1Ball,
     L2Ball,
     LinfBall,
@@ -607,6 +608,48 @@ def test_linear_margin_dual_norm_identity():
 # --------------------------------------------------------------------------------------
 # input validation
 # --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_contains_judges_ball_and_box_with_per_example_eps(norm):
+    threat = get_threat(norm)
+    g = torch.Generator().manual_seed(7)
+    x = 0.25 + 0.5 * torch.rand(6, 2, 3, 3, generator=g)  # boxes inactive near x
+    eps = torch.tensor([0.02, 0.04, 0.08, 0.12, 0.16, 0.2])
+    direction = threat.normalize(torch.randn(x.shape, generator=g))
+    # feasible: exactly on each example's own sphere, and well inside it
+    on_sphere = x + direction * eps.view(-1, 1, 1, 1)
+    assert threat.contains(x, on_sphere, eps).tolist() == [True] * 6
+    assert bool(threat.contains(x, x + 0.5 * (on_sphere - x), eps).all())
+    assert bool(threat.contains(x, x, eps).all()) and bool(threat.contains(x, x, 0.0).all())
+    # just outside the ball: (1 + 10·rtol)·ε is rejected, (1 + rtol/10)·ε accepted
+    far = x + direction * (eps * (1 + 10 * FEASIBILITY_RTOL)).view(-1, 1, 1, 1)
+    near = x + direction * (eps * (1 + FEASIBILITY_RTOL / 10)).view(-1, 1, 1, 1)
+    assert not bool(threat.contains(x, far, eps).any())
+    assert bool(threat.contains(x, near, eps).all())
+    # per-example ε: the same points judged against a radius that is too small for some
+    small = eps.clone()
+    small[::2] = eps[::2] / 2
+    assert threat.contains(x, on_sphere, small).tolist() == [False, True] * 3
+    # a float ε applies to every example
+    assert threat.contains(x, on_sphere, 0.1).tolist() == [True, True, True, False, False, False]
+    # just outside the box (inside the ball) and NaN are rejected
+    out_box = on_sphere.clone()
+    out_box[1, 0, 0, 0] = -1e-6
+    out_box[4, 1, 2, 2] = 1 + 1e-6
+    out_box[5, 0, 1, 1] = float("nan")
+    assert threat.contains(x, out_box, eps).tolist() == [True, False, True, True, False, False]
+    with pytest.raises(ValueError, match=r"\[B\]"):
+        threat.contains(x, x, torch.ones(3))
+
+
+def test_contains_tolerance_is_relative():
+    threat = get_threat("linf")
+    x = torch.full((2, 4), 0.5)
+    x_adv = x + torch.tensor([[0.1 * (1 + 5e-6)], [0.1 * (1 + 5e-5)]])
+    assert threat.contains(x, x_adv, 0.1).tolist() == [True, False]
+    assert threat.contains(x, x_adv, 0.1, rtol=1e-4).tolist() == [True, True]
+    assert threat.contains(x, x_adv, 0.1, rtol=0.0).tolist() == [False, False]
 
 
 def test_check_inputs_accepts_valid():
