@@ -154,7 +154,8 @@ def test_suites_follow_the_papers():
     paper = suite_attacks("paper", "l2", (3, 32, 32), restarts=5)
     assert [(s.loss, s.restarts, s.step) for s in paper] == [("ce", 3, 0.25), ("cw", 2, 0.25)]
     std = suite_attacks("standard", "linf", (3, 32, 32))
-    assert [s.attack for s in std] == ["apgd-ce", "apgd-dlr", "pgd", "pgd"]
+    assert [s.attack for s in std] == ["apgd-ce", "apgd-t", "pgd", "pgd"]
+    assert [s.name for s in std[:2]] == ["apgd-ce-100x1", "apgd-t-100x1"]
     quick = suite_attacks("quick", "l2", (1, 8, 8))
     assert [(s.attack, s.loss, s.steps) for s in quick] == [("pgd", "ce", 20), ("pgd", "cw", 20)]
     with pytest.raises(ValueError, match="valid suites"):
@@ -171,6 +172,56 @@ def test_custom_suite_and_flags_and_mode_restored():
                       suite=[AttackSpec("pgd", 5, 1, "ce", label="pgd5")])
     assert model.training and rep.attacks == ["pgd5"]
     assert any("train mode" in f for f in rep.flags)
+
+
+def test_custom_suite_attacks_come_from_the_registry():
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 5))
+    x = torch.rand(12, 1, 4, 4)
+    y = model(x).argmax(1)
+    suite = [AttackSpec("fgsm", 1), AttackSpec("square", 50), AttackSpec("fmn", 10),
+             AttackSpec("apgd-t", 5)]
+    rep = wb.evaluate(model, x, y, norm="l2", epsilons=[0.3, 1.0], suite=suite, sanity=False)
+    assert rep.attacks == ["fgsm-1x1", "square-50x1", "fmn-10x1", "apgd-t-5x1"]
+    assert rep.flags == []  # every counted example was re-checked feasible
+    assert sum(sum(v.values()) for v in rep.broken_by.values()) > 0
+    with pytest.warns(DeprecationWarning, match="apgd-t"):
+        old = wb.evaluate(model, x, y, norm="l2", epsilons=[0.3, 1.0], sanity=False,
+                          suite=[AttackSpec("apgd-dlr", 5)])
+    assert old.attacks == ["apgd-dlr-5x1"]
+    assert torch.equal(old.success, wb.evaluate(model, x, y, norm="l2", epsilons=[0.3, 1.0],
+                                                sanity=False, suite=[AttackSpec("apgd-t", 5)]).success)
+    with pytest.raises(ValueError, match="unknown attack 'pgd2'"):
+        wb.evaluate(model, x, y, norm="l2", epsilons=[0.3], suite=[AttackSpec("pgd2", 5)])
+    with pytest.raises(ValueError, match="supports norm"):
+        wb.evaluate(model, x, y, norm="l1", epsilons=[0.3], suite=[AttackSpec("apgd-ce", 5)])
+
+
+def test_state_file_of_the_old_apgd_dlr_name_resumes(tmp_path):
+    from wideberth.evaluation.state import EvalState, fingerprint
+
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 5))
+    x = torch.rand(20, 1, 4, 4)
+    y = model(x).argmax(1)
+    kw = dict(norm="linf", epsilons=[0.05], suite="standard", restarts=1, batch_size=10,
+              sanity=False)
+    full = wb.evaluate(model, x, y, **kw)
+    # the file an interrupted run wrote before the rename: fingerprinted with "apgd-dlr"
+    specs = suite_attacks("standard", "linf", (1, 4, 4), 1)
+    suite_meta = [{**{f: getattr(s, f) for f in ("attack", "steps", "restarts", "loss", "step",
+                                                  "init", "label")},
+                   "attack": "apgd-dlr" if s.attack == "apgd-t" else s.attack} for s in specs]
+    meta = {"norm": "linf", "epsilons": [0.05], "seed": 0, "batch_size": 10, "n": 20,
+            "reuse": "up", "suite": suite_meta}
+    state = tmp_path / "old.json"
+    saved = EvalState.start(20, 1, [], state, (fingerprint(model, x, y, meta),))
+    saved.record(0, torch.where(full.success[0, :10], 0, 1), torch.full((10,), -1), 0)
+    lines = []
+    resumed = wb.evaluate(model, x, y, state_file=state, progress=lines.append, **kw)
+    assert lines == ["batch 2/2: 20/20 examples"]
+    assert torch.equal(resumed.success[:, 10:], full.success[:, 10:])
+    assert json.loads(state.read_text())["fingerprint"] != saved.fingerprint  # rewritten
 
 
 @pytest.mark.parametrize("kw,msg", [

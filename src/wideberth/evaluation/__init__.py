@@ -1,0 +1,104 @@
+"""Robustness evaluation: robust accuracy over ε grids, transfer, ensembles, margins, reports.
+
+=====================  =====================================================================
+module                 what it holds
+=====================  =====================================================================
+``robustness``         :func:`evaluate` (``wb.evaluate``) and :class:`EvalReport`: robust
+                       accuracy under a suite at every ε, AvgAcc / AvgRobAcc (MMA, §4)
+``suites``             :class:`AttackSpec`, :data:`SUITES`, :func:`suite_attacks`: the
+                       attacks of a suite, resolved through the attack registry
+``state``              :class:`EvalState`: per-example results, the resumable state file
+``transfer``           transfer attacks and the combined (white-box + transfer) evaluation,
+                       TransferGap (MMA, App. D–F)
+``ensemble``           majority-vote ensembles and the MMA paper's ensemble attacks (App. D)
+``margins``            minimal-perturbation distances (MMA Tables 2–3, TRADES' AVC metric)
+``sanity``             checks that flag a weak evaluation (gradient masking, broken attacks)
+``report``, ``plots``  the papers' tables in Markdown, curves, histograms, report folders
+``clean``              clean accuracy and loss, batched, in eval mode
+=====================  =====================================================================
+"""
+
+from __future__ import annotations
+
+from .clean import clean_metrics, model_device, predict
+from .ensemble import (
+    ENSEMBLE_ATTACKS,
+    EnsembleAttackView,
+    EnsembleLoss,
+    MajorityVoteEnsemble,
+    custom_ensemble_loss,
+    ensemble_attacks,
+    evaluate_ensemble,
+    majority_vote_scores,
+    naive_ensemble_loss,
+    split_view_output,
+)
+from .margins import min_perturbation_distance
+from .plots import (
+    decision_boundary,
+    margin_histogram,
+    margin_histogram_grid,
+    margin_histograms_by_epoch,
+    training_curves,
+)
+from .report import (
+    loss_along_ray,
+    markdown_table,
+    plot_loss_slices,
+    plot_robust_accuracy,
+    write_report,
+)
+from .robustness import EvalReport, evaluate
+from .sanity import (
+    black_box_check,
+    monotonicity_check,
+    unbounded_attack_check,
+    unbounded_radius,
+    zero_gradient_check,
+)
+from .state import EvalState
+from .suites import SUITES, AttackSpec, resolve_suite, suite_attacks
+from .transfer import CombinedReport, combined_evaluation, transfer_examples, transfer_success
+
+__all__ = [
+    "ENSEMBLE_ATTACKS",
+    "SUITES",
+    "AttackSpec",
+    "CombinedReport",
+    "EnsembleAttackView",
+    "EnsembleLoss",
+    "EvalReport",
+    "EvalState",
+    "MajorityVoteEnsemble",
+    "black_box_check",
+    "clean_metrics",
+    "combined_evaluation",
+    "custom_ensemble_loss",
+    "decision_boundary",
+    "ensemble_attacks",
+    "evaluate",
+    "evaluate_ensemble",
+    "loss_along_ray",
+    "majority_vote_scores",
+    "margin_histogram",
+    "margin_histogram_grid",
+    "margin_histograms_by_epoch",
+    "markdown_table",
+    "min_perturbation_distance",
+    "model_device",
+    "monotonicity_check",
+    "naive_ensemble_loss",
+    "plot_loss_slices",
+    "plot_robust_accuracy",
+    "predict",
+    "resolve_suite",
+    "split_view_output",
+    "suite_attacks",
+    "training_curves",
+    "transfer_examples",
+    "transfer_success",
+    "unbounded_attack_check",
+    "unbounded_radius",
+    "write_report",
+    "zero_gradient_check",
+]

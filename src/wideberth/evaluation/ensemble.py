@@ -1,11 +1,14 @@
 """Majority-vote ensembles and the two ways the MMA paper attacks them.
 
 Paper: Ding et al., *MMA Training: Direct Input Space Margin Maximization through
-Adversarial Training*, ICLR 2020, App. C (the PGD-ens / PGDLS-ens baselines) and App. D
-(attacking them); specs/mma.md §5.4 and ambiguity A12.
+Adversarial Training*, ICLR 2020, §4.3 and App. C (the PGD-ens / PGDLS-ens baselines:
+"majority vote on label predictions, and using the softmax scores as the tie breaker") and
+App. D (attacking them).
 
 **Prediction.** :class:`MajorityVoteEnsemble` predicts the label most members predict; among
-tied labels, the one with the largest *summed member softmax probability* wins (A12). Its
+tied labels, the one with the largest *summed member softmax probability* wins (our reading
+of the paper's "softmax scores as the tie breaker", which does not say how members' scores
+combine). Its
 ``forward`` returns a ``[B, K]`` **vote score**, not logits::
 
     score_k = votes_k + (Σ_m softmax(f_m(x))_k) / (M + 1)
@@ -18,7 +21,7 @@ weak. Attack the members instead.
 **Attacks** (App. D), both PGD on the members' logits:
 
 1. *naive*: ascend Σ_m L(f_m(x'), y) with L = CE or CW (the paper's "minimize the sum of
-   losses" read as the attacker's objective, as specs/mma.md §5.4 notes), with the single
+   losses" read as the attacker's objective: minimising it would defend), with the single
    model split of restarts (N − N//2 CE, N//2 CW);
 2. *custom* (:func:`custom_ensemble_loss`), per example and step: while fewer than half the
    members are wrong, the sum of the CW losses of the members still correct; otherwise the
@@ -83,8 +86,8 @@ def _check_member_logits(member_logits: Tensor, y: Tensor | None = None) -> None
 def majority_vote_scores(member_logits: Tensor) -> Tensor:
     """Vote scores ``[B, K]`` of members' logits ``[M, B, K]``: votes + Σ_m softmax / (M + 1).
 
-    ``argmax(1)`` is the majority-vote label with the MMA paper's tie-break (specs/mma.md
-    A12: among the labels with the most votes, the largest summed member softmax
+    ``argmax(1)`` is the majority-vote label with the MMA paper's tie-break (§4.3, App. C:
+    among the labels with the most votes, the largest summed member softmax
     probability). Differentiable only through the tie-break term."""
     _check_member_logits(member_logits)
     m, _, k = member_logits.shape
@@ -103,7 +106,7 @@ class MajorityVoteEnsemble(nn.Module):
     :func:`evaluate_ensemble`. Using it as the *target* of transfer attacks
     (:mod:`wideberth.evaluation.transfer`) or for clean accuracy is fine.
 
-    The members are submodules, so :func:`wideberth.attacks.base.attack_context` (and
+    The members are submodules, so :func:`wideberth.attacks.attack_context` (and
     ``.eval()``, ``.to()``, ``state_dict``) handle them: eval mode and frozen parameters
     during an attack, every member's own modes restored after.
 
@@ -203,8 +206,8 @@ def naive_ensemble_loss(
     Args:
         member_logits: ``[M, B, K]``.
         y: labels ``[B]``.
-        loss: ``"ce"`` or ``"cw"`` (AdverTorch's ``max(LM + κ, 0)``, the form MMA's
-            evaluation uses; specs/mma.md A10).
+        loss: ``"ce"`` or ``"cw"`` (AdverTorch's ``max(LM + κ, 0)``, the form of MMA's
+            released evaluation; the paper's footnote 10 prints ``min{LM, 0}``).
         kappa: the CW confidence κ.
 
     Returns:
@@ -225,24 +228,24 @@ def naive_ensemble_loss(
 def custom_ensemble_loss(
     member_logits: Tensor, y: Tensor, *, kappa: float = 50.0, literal: bool = False
 ) -> Tensor:
-    """The MMA paper's custom ensemble-attack loss (App. D; specs/mma.md §5.4), ascended.
+    """The MMA paper's custom ensemble-attack loss (Ding et al., ICLR 2020, App. D), ascended.
 
     Per example, with M members of which W predict a wrong label (``argmax ≠ y``):
 
     * ``2W < M`` (fewer than half wrong): Σ over the members still correct of their CW loss,
-      AdverTorch form ``max(LM + κ, 0)`` (specs/mma.md A10);
+      AdverTorch form ``max(LM + κ, 0)`` (MMA's released evaluation; footnote 10);
     * otherwise: label0 = the wrong label predicted by the most members (ties: the largest
-      summed member softmax probability, as in A12); per member, logit0 = its logit of
+      summed member softmax probability, as in the vote's tie-break); per member, logit0 = its logit of
       label0 and logit1 = its largest logit of another label; the loss is
       ``Σ_m (logit0 − logit1)``, which pushes every member towards label0.
 
-    The paper (and the spec) print the second branch as "the loss we maximize is the sum of
+    The paper prints the second branch as "the loss we maximize is the sum of
     logit1 − logit0". Ascending that pushes every member *away* from label0 (a member
     voting label0 is moved to its runner-up, often the true label), which defends rather
     than attacks: we read it as a sign slip, like the naive attack's "minimize the sum of
     losses". ``literal=True`` ascends ``Σ_m (logit1 − logit0)`` exactly as printed.
-    Exactly half wrong counts as "otherwise" (the paper covers only fewer and more than
-    half; the spec says "otherwise").
+    Exactly half wrong counts as the second branch (the paper covers only fewer and more
+    than half).
 
     Args:
         member_logits: ``[M, B, K]``, ``K >= 2``.
@@ -385,7 +388,7 @@ def evaluate_ensemble(
 ) -> EvalReport:
     """Robust accuracy of a majority-vote ensemble under the MMA paper's ensemble attacks.
 
-    Paper: Ding et al., MMA training, ICLR 2020, App. D (specs/mma.md §5.4). Norms:
+    Paper: Ding et al., MMA training, ICLR 2020, App. D. Norms:
     ``"linf"``, ``"l2"``, ``"l1"``. Per ε, an example is robust iff the ensemble
     (:class:`MajorityVoteEnsemble`) classifies it correctly and no attack of
     :func:`ensemble_attacks` (naive CE, naive CW, custom) makes it wrong: the pointwise worst

@@ -4,14 +4,17 @@
 (:func:`wideberth.attacks.estimate_margin_result`: each returns verified misclassified
 points), keeps per example the smallest distance found, and summarises it:
 
-* MMA Tables 2–3 (specs/mma.md §5.6, §8.5): mean, quartiles and median over the first N test
-  examples, a misclassified example counting as 0;
-* TRADES' AVC metric (specs/trades-and-average-margin.md B6): the mean minimal ℓ2 distance,
-  with a ``failure_value`` registered where no estimator found a misclassified point, and
+* MMA Tables 2–3 (Ding et al., ICLR 2020, App. F.1: CW-ℓ2 on the first 1000 test
+  examples): mean, quartiles and median over the first N test examples, a misclassified
+  example counting as 0 (the tables' 25th percentile is exactly 0 for the less accurate
+  models);
+* TRADES' AVC metric (Zhang et al., ICML 2019, §5.4, the NeurIPS 2018 Adversarial Vision
+  Challenge): the mean minimal ℓ2 distance, with a ``failure_value`` registered where no
+  estimator found a misclassified point (the challenge's "worst-case adversarial"), and
   the number of such failures;
 * the optimistic robust-accuracy curve the distances imply: ``Pr[d > r]`` at each radius
   (an upper bound of the true robust accuracy, since attack distances bound margins from
-  above; specs/mma.md §8.4b).
+  above).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attacks.margin import estimate_margin_result, margin_stats
+from ..attacks import estimate_margin_result, margin_stats
 
 __all__ = ["min_perturbation_distance"]
 
@@ -63,7 +66,9 @@ def min_perturbation_distance(
     best = None
     source: list[str | None] = [None] * x.shape[0]
     for method in methods:
-        res = estimate_margin_result(model, x, y, norm, method, **kwargs)
+        # a user's string: estimate_margin_result validates it (raises for an unknown one)
+        name: Any = method
+        res = estimate_margin_result(model, x, y, norm, name, **kwargs)
         d = res.distance.detach().cpu()
         if best is None:
             best = d.clone()

@@ -3,7 +3,7 @@
 * :func:`markdown_table`: one row per model in the MMA paper's format (Table 1, 4–11):
   clean accuracy, AvgAcc, AvgRobAcc and robust accuracy per ε, in percent;
 * :func:`loss_along_ray`: the loss at ``x + t·δ`` for t = 0, 0.1, …, 1 (MMA Fig. 3's
-  input-space loss slices, specs/mma.md §8.3);
+  input-space loss slices, Ding et al., ICLR 2020, §2.4);
 * :func:`plot_robust_accuracy`, :func:`plot_loss_slices`: PNG figures;
 * :func:`write_report`: a report folder (``report.json``, ``report.md`` and the figures).
 """
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attacks.base import attack_context
+from ..attacks import attack_context
 from ..figures import pyplot, save_figure
 from ..fileio import atomic_write_text
 from ..losses import get_loss
@@ -52,8 +52,8 @@ def loss_along_ray(
 ) -> Tensor:
     """``loss(model(x + t·δ), y)`` for ``t`` in ``linspace(0, 1, n)``: ``[B, n]``.
 
-    MMA Fig. 3 (specs/mma.md §8.3) plots the logit margin LM along the segment from x to a
-    PGD perturbation that failed. Shapes: x, δ ``[B, ...]`` (x + δ in [0, 1]), y ``[B]``."""
+    MMA Fig. 3 (Ding et al., ICLR 2020, §2.4) plots the logit margin LM along the segment
+    from x to a PGD perturbation that failed. Shapes: x, δ ``[B, ...]`` (x + δ in [0, 1]), y ``[B]``."""
     if n < 2:
         raise ValueError(f"n must be >= 2 points along the ray; got {n}")
     fn = get_loss(loss)

@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks.base import attack_context
-from ..attacks.projected_gradient import pgd
+from ..attacks import attack_context, pgd, square
 
 __all__ = [
     "unbounded_radius",
@@ -109,7 +108,7 @@ def black_box_check(
     if attack is None:
         if norm not in ("linf", "l2"):
             return []
-        from ..attacks.random_search import square as attack
+        attack = square
     rows = robust_whitebox.nonzero().squeeze(1)
     if rows.numel() == 0:
         return []

@@ -1,14 +1,14 @@
 """Transfer attacks and the MMA paper's "combined" (white-box + transfer) evaluation.
 
 Paper: Ding et al., *MMA Training: Direct Input Space Margin Maximization through
-Adversarial Training*, ICLR 2020, §5 and App. D, Tables 1, 4–7 (combined) vs 8–11
-(white-box only) and 12–15 (their difference); specs/mma.md §5.1 and §5.3.
+Adversarial Training*, ICLR 2020, §4 ("Measuring adversarial robustness"), App. D and F,
+Tables 1, 4–7 (combined) vs 8–11 (white-box only) and 12–15 (their difference).
 
 For a target model and a pool of source models, the adversarial examples generated
 white-box on each source (the same attack suite and ε as the white-box evaluation) are
 applied to the target. An example is *broken by transfer* at ε when one of them is
 misclassified by the target; *combined* success is white-box success OR transfer success,
-and (specs/mma.md §5.1)
+and (App. E–F: the extra success transfer attacks bring)
 
     TransferGap(ε) = RobAcc_whitebox(ε) − RobAcc_combined(ε)  ≥ 0,
 
@@ -34,7 +34,6 @@ counts; a violation is reported in ``flags`` (:func:`combined_evaluation`) or as
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,53 +42,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_inputs
-from ..attacks.base import attack_context
+from ..attacks import attack_context
 from ..threat import get_threat, normalize_norm
 from .clean import model_device
 from .ensemble import EnsembleAttackView, MajorityVoteEnsemble
 from .robustness import (
-    FEASIBILITY_RTOL,
-    AttackSpec,
     EvalReport,
-    _run_spec,
+    broken_first_by,
     evaluate,
-    suite_attacks,
+    mma_averages,
+    robust_accuracies,
+    success_matrix,
 )
+from .suites import AttackSpec, attack_seed, check_epsilons, check_images, resolve_suite
 
 __all__ = ["CombinedReport", "combined_evaluation", "transfer_examples", "transfer_success"]
 
 
-def _eps_key(e: float) -> str:
-    return f"{e:g}"  # the keys of EvalReport.robust_accuracy
-
-
-def _resolve_suite(
-    suite: str | Sequence[AttackSpec], norm: str, image_shape: Sequence[int], restarts: int | None
-) -> tuple[list[AttackSpec], str]:
-    if isinstance(suite, str):
-        return suite_attacks(suite, norm, image_shape, restarts), suite
-    specs = list(suite)
-    if not specs or not all(isinstance(s, AttackSpec) for s in specs):
-        raise ValueError("a custom suite must be a non-empty list of AttackSpec")
-    return specs, "custom"
-
-
 def _check_data(x: Tensor, y: Tensor) -> None:
-    check_inputs(x, y, None)
-    if x.dim() != 4:
-        raise ValueError(f"x must be images of shape [N, C, H, W]; got shape {list(x.shape)}")
+    check_images(x, y)
     if x.shape[0] == 0:
         raise ValueError("x is empty: nothing to evaluate")
-
-
-def _check_epsilons(epsilons: Sequence[float]) -> list[float]:
-    eps_sorted = sorted({float(e) for e in epsilons})
-    if not eps_sorted:
-        raise ValueError("epsilons is empty: give at least one radius, e.g. epsilons=[0.1, 0.2]")
-    if any(not math.isfinite(e) or e <= 0 for e in eps_sorted):
-        raise ValueError(f"every ε must be a finite number > 0; got {list(epsilons)}")
-    return eps_sorted
 
 
 def _check_source(source: object) -> nn.Module:
@@ -136,8 +109,8 @@ def transfer_examples(
 ) -> list[Tensor]:
     """The adversarial examples a source hands to transfer attacks: one batch per attack.
 
-    Paper: Ding et al., MMA training, ICLR 2020, App. D / specs/mma.md §5.3. Each attack of
-    the suite runs white-box on ``source`` (attack ``a`` with seed ``seed + 7919·a``, as in
+    Paper: Ding et al., MMA training, ICLR 2020, §4 and App. D. Each attack of the suite
+    runs white-box on ``source`` (attack ``a`` with seed ``seed + 7919·a``, as in
     :func:`wideberth.evaluate`); PGD returns its final iterate (module docstring).
 
     Args:
@@ -155,10 +128,10 @@ def transfer_examples(
     norm = normalize_norm(norm)
     source = _check_source(source)
     _check_data(x, y)
-    (eps,) = _check_epsilons([eps])
-    specs, _ = _resolve_suite(suite, norm, tuple(x.shape[1:]), restarts)
+    (eps,) = check_epsilons([eps])
+    specs, _ = resolve_suite(suite, norm, tuple(x.shape[1:]), restarts)
     return [
-        _run_spec(spec, source, x, y, norm, eps, seed + 7919 * a, return_best=False)
+        spec.run(source, x, y, norm=norm, eps=eps, seed=attack_seed(seed, a), return_best=False)
         for a, spec in enumerate(specs)
     ]
 
@@ -203,14 +176,12 @@ def _transfer(
                         if rows.numel() == 0:
                             break
                         xr = xb[rows].to(sdev)
-                        x_adv = _run_spec(spec, source, xr, yb[rows].to(sdev), norm, eps,
-                                          seed + 7919 * a, return_best=False)
+                        x_adv = spec.run(source, xr, yb[rows].to(sdev), norm=norm, eps=eps,
+                                         seed=attack_seed(seed, a), return_best=False)
                         x_adv, xr = x_adv.to(tdev), xr.to(tdev)
                         with torch.no_grad():
                             wrong = (target(x_adv).argmax(1) != yb[rows].to(tdev)).cpu()
-                        feasible = ((threat.norm(x_adv - xr) <= eps * (1 + FEASIBILITY_RTOL))
-                                    & (x_adv >= 0).flatten(1).all(1)
-                                    & (x_adv <= 1).flatten(1).all(1)).cpu()
+                        feasible = threat.contains(xr, x_adv, eps).cpu()
                         violations += int((wrong & ~feasible).sum())
                         hit = rows[wrong & feasible]
                         robust[hit] = False  # broken at every larger ε too
@@ -223,10 +194,6 @@ def _transfer(
                 progress(f"transfer batch {b + 1}/{len(starts)}: "
                          f"{min(start + batch_size, n)}/{n} examples")
     return first_broken, by_source, violations
-
-
-def _success_matrix(first_broken: Tensor, k: int) -> Tensor:
-    return torch.stack([first_broken <= i for i in range(k)])
 
 
 def transfer_success(
@@ -245,7 +212,7 @@ def transfer_success(
 ) -> Tensor:
     """Which examples the sources' white-box adversarial examples break on the target.
 
-    Paper: Ding et al., MMA training, ICLR 2020, §5 / App. D (specs/mma.md §5.3): the
+    Paper: Ding et al., MMA training, ICLR 2020, §4 and App. D: the
     examples generated white-box on each source model (every attack of ``suite``, same ε)
     are applied to ``target``. Norms: ``"linf"``, ``"l2"``, ``"l1"``.
 
@@ -267,23 +234,23 @@ def transfer_success(
     """
     norm = normalize_norm(norm)
     _check_data(x, y)
-    eps_sorted = _check_epsilons(epsilons)
+    eps_sorted = check_epsilons(epsilons)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     sources = _check_sources(target, sources, x)
-    specs, _ = _resolve_suite(suite, norm, tuple(x.shape[1:]), restarts)
+    specs, _ = resolve_suite(suite, norm, tuple(x.shape[1:]), restarts)
     first_broken, _, violations = _transfer(
         target, sources, x, y, norm, eps_sorted, specs, batch_size, seed, None, progress
     )
     if violations:
         warnings.warn(f"{violations} transfer example(s) left their ε-ball or the [0, 1] box and "
                       "were not counted: an attack is broken", RuntimeWarning, stacklevel=2)
-    return _success_matrix(first_broken, len(eps_sorted))
+    return success_matrix(first_broken, len(eps_sorted))
 
 
 @dataclass
 class CombinedReport:
-    """The result of :func:`combined_evaluation` (specs/mma.md §5.1, §5.3).
+    """The result of :func:`combined_evaluation` (MMA, ICLR 2020, §4, App. F Tables 4–15).
 
     Attributes:
         n, norm, suite, epsilons, sources: what was evaluated (ε's in increasing order).
@@ -344,8 +311,7 @@ def combined_evaluation(
 ) -> CombinedReport:
     """White-box and combined (white-box + transfer) robust accuracy, and the TransferGap.
 
-    Paper: Ding et al., MMA training, ICLR 2020, §5 / App. D (specs/mma.md §5.1, §5.3):
-    per ε, an example is robust under the combined set iff the target classifies it
+    Paper: Ding et al., MMA training, ICLR 2020, §4, App. D and F (Tables 4–15): per ε, an example is robust under the combined set iff the target classifies it
     correctly, no white-box attack of ``suite`` breaks it and no example generated
     white-box on a source breaks it. ``TransferGap(ε) = RobAcc_whitebox(ε) −
     RobAcc_combined(ε)``; the same difference is reported for AvgAcc and AvgRobAcc.
@@ -369,14 +335,14 @@ def combined_evaluation(
     """
     norm = normalize_norm(norm)
     _check_data(x, y)
-    eps_sorted = _check_epsilons(epsilons)
+    eps_sorted = check_epsilons(epsilons)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     sources = _check_sources(target, sources, x)
     names = [f"source{i}" for i in range(len(sources))] if source_names is None else list(source_names)
     if len(names) != len(sources) or len(set(names)) != len(names):
         raise ValueError(f"source_names must be {len(sources)} unique names; got {names}")
-    specs, suite_name = _resolve_suite(suite, norm, tuple(x.shape[1:]), restarts)
+    specs, suite_name = resolve_suite(suite, norm, tuple(x.shape[1:]), restarts)
     n, k = x.shape[0], len(eps_sorted)
     if whitebox is None:
         if isinstance(target, MajorityVoteEnsemble):
@@ -397,21 +363,12 @@ def combined_evaluation(
     first_broken, by_source, violations = _transfer(
         target, sources, x, y, norm, eps_sorted, specs, batch_size, seed, wb_success, progress
     )
-    combined = wb_success | _success_matrix(first_broken, k)
-
-    def rob(s: Tensor) -> dict[str, float]:
-        return {_eps_key(e): float((~s[i]).double().mean()) for i, e in enumerate(eps_sorted)}
-
-    rob_wb, rob_comb = rob(wb_success), rob(combined)
+    combined = wb_success | success_matrix(first_broken, k)
+    rob_wb, rob_comb = robust_accuracies(wb_success, eps_sorted), robust_accuracies(combined, eps_sorted)
     clean = whitebox.clean_accuracy
-    avg_acc_wb = (clean + sum(rob_wb.values())) / (k + 1)
-    avg_acc_comb = (clean + sum(rob_comb.values())) / (k + 1)
-    avg_rob_wb = sum(rob_wb.values()) / k
-    avg_rob_comb = sum(rob_comb.values()) / k
-    broken_by_source = {
-        _eps_key(e): {nm: int(((first_broken == i) & (by_source == s)).sum()) for s, nm in enumerate(names)}
-        for i, e in enumerate(eps_sorted)
-    }
+    avg_acc_wb, avg_rob_wb = mma_averages(clean, rob_wb)
+    avg_acc_comb, avg_rob_comb = mma_averages(clean, rob_comb)
+    broken_by_source = broken_first_by(first_broken, by_source, names, eps_sorted)
     flags = list(whitebox.flags)
     if violations:
         flags.append(f"{violations} transfer example(s) left their ε-ball or the [0, 1] box and "
