@@ -33,7 +33,7 @@ import time
 import torch
 
 from wideberth import data
-from wideberth.evaluation.robustness import evaluate
+from wideberth.evaluation import evaluate
 from wideberth.example_state import ExampleState
 from wideberth.methods.base import Batch, StepContext
 from wideberth.methods.pgd_at import PGDAT, PGDATParams
