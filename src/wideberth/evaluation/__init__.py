@@ -15,11 +15,13 @@ module                 what it holds
 ``sanity``             checks that flag a weak evaluation (gradient masking, broken attacks)
 ``report``, ``plots``  the papers' tables in Markdown, curves, histograms, report folders
 ``clean``              clean accuracy and loss, batched, in eval mode
+``attack_summary``     the statistics of one attack run (``wideberth attack``)
 =====================  =====================================================================
 """
 
 from __future__ import annotations
 
+from .attack_summary import AttackSummary, norm_quartiles, summarize_attack
 from .clean import clean_metrics, model_device, predict
 from .ensemble import (
     ENSEMBLE_ATTACKS,
@@ -64,6 +66,7 @@ __all__ = [
     "ENSEMBLE_ATTACKS",
     "SUITES",
     "AttackSpec",
+    "AttackSummary",
     "CombinedReport",
     "EnsembleAttackView",
     "EnsembleLoss",
@@ -88,12 +91,14 @@ __all__ = [
     "model_device",
     "monotonicity_check",
     "naive_ensemble_loss",
+    "norm_quartiles",
     "plot_loss_slices",
     "plot_robust_accuracy",
     "predict",
     "resolve_suite",
     "split_view_output",
     "suite_attacks",
+    "summarize_attack",
     "training_curves",
     "transfer_examples",
     "transfer_success",

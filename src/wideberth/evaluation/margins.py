@@ -66,9 +66,7 @@ def min_perturbation_distance(
     best = None
     source: list[str | None] = [None] * x.shape[0]
     for method in methods:
-        # a user's string: estimate_margin_result validates it (raises for an unknown one)
-        name: Any = method
-        res = estimate_margin_result(model, x, y, norm, name, **kwargs)
+        res = estimate_margin_result(model, x, y, norm, method, **kwargs)
         d = res.distance.detach().cpu()
         if best is None:
             best = d.clone()

@@ -20,7 +20,6 @@ the same in white-box and transfer evaluations.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,9 +90,7 @@ class AttackSpec:
     def entry(self) -> AttackEntry:
         """The registry entry of :attr:`attack` (an alias resolves silently here: its
         ``DeprecationWarning`` is given once, by :meth:`check`)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return get_attack(self.attack)
+        return get_attack(self.attack, warn=False)
 
     def check(self, norm: str) -> None:
         """``ValueError`` unless :attr:`attack` is registered and supports ``norm`` (a
