@@ -48,6 +48,7 @@ __all__ = [
     "loss_and_grad",
     "prepare",
     "random_start",
+    "threat_for",
     "looks_like_probabilities",
     "warn_if_probabilities",
 ]
@@ -205,6 +206,18 @@ def prepare(
     if check_outputs:
         warn_if_probabilities(logits)
     return threat, num_classes
+
+
+def threat_for(
+    model: ModelLike, x: Tensor, y: Tensor, norm: str | float | ThreatModel, check: bool
+) -> ThreatModel:
+    """The threat model of ``norm``; with ``check`` the inputs are validated first, as
+    :func:`prepare` does (the entry of every margin estimator)."""
+    if not check:
+        return get_threat(norm)
+    threat, _ = prepare(model, x, y, None, norm)
+    assert threat is not None
+    return threat
 
 
 class Attack:

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from ..losses import logit_margin
 from ..noise import GeneratorNoise, example_keys
-from ..threat import ThreatModel, get_threat
-from .base import ModelLike, attack_context, prepare
+from ..threat import ThreatModel
+from .base import ModelLike, attack_context, threat_for
 
 __all__ = ["gradient_margin_bound"]
 
@@ -126,11 +126,7 @@ def gradient_margin_bound(
         raise ValueError(f"radius must be finite and > 0; got {radius!r}")
     if not include_center and n_samples * n_batches == 0:
         raise ValueError("no gradient sample: set include_center=True or n_samples, n_batches >= 1")
-    if check:
-        threat, _ = prepare(model, x, y, None, norm)
-        assert threat is not None
-    else:
-        threat = get_threat(norm)
+    threat = threat_for(model, x, y, norm, check)
     x = x.detach()
     y = y.to(x.device)
     b = x.shape[0]

@@ -31,8 +31,8 @@ from typing import Any
 
 from torch import Tensor
 
-from ..threat import ThreatModel, get_threat
-from .base import ModelLike, prepare
+from ..threat import ThreatModel
+from .base import ModelLike, threat_for
 from .lipschitz_margin import gradient_margin_bound
 from .margin_statistics import margin_stats
 from .mma_margins import default_eps_max
@@ -127,11 +127,7 @@ def estimate_margin_result(
     choices = margin_methods()
     if method not in choices:
         raise ValueError(f"method must be one of {', '.join(map(repr, choices))}; got {method!r}")
-    if check:
-        threat, _ = prepare(model, x, y, None, norm)
-        assert threat is not None
-    else:
-        threat = get_threat(norm)
+    threat = threat_for(model, x, y, norm, check)
     name = AUTO_METHOD if method == "auto" else method
     entry = get_attack(name, warn=False)
     if not entry.supports(threat.name):

@@ -38,7 +38,16 @@ from .anpgd import (
     pgd_then_bisect,
     positive_eps_vector,
 )
-from .base import LossLike, ModelLike, attack_context, batch_view, check_choice, check_int, prepare
+from .base import (
+    LossLike,
+    ModelLike,
+    attack_context,
+    batch_view,
+    check_choice,
+    check_int,
+    prepare,
+    threat_for,
+)
 from .minimal_norm import MinimalNormResult
 
 __all__ = [
@@ -261,11 +270,7 @@ def anpgd_margin(
         :class:`~wideberth.attacks.minimal_norm.MinimalNormResult` (``distance`` ``[B]`` in
         ``norm``, ``found`` ``[B]``, ``x_adv`` ``[B, ...]``).
     """
-    if check:
-        threat, _ = prepare(model, x, y, None, norm)
-        assert threat is not None
-    else:
-        threat = get_threat(norm)
+    threat = threat_for(model, x, y, norm, check)
     x = x.detach()
     y = y.to(x.device)
     with torch.no_grad(), attack_context(model):

@@ -35,12 +35,7 @@ from ..data import IndexedTensors, iterate_batches
 from ..evaluation.clean import clean_metrics
 from ..methods import Batch, StepContext
 from .callbacks import Callback, EpochInfo, StepInfo
-from .checkpoint import (
-    load_checkpoint,
-    optimizer_from_flat,
-    read_checkpoint_meta,
-    save_checkpoint,
-)
+from .checkpoint import load_checkpoint, optimizer_from_flat, read_checkpoint_meta, save_checkpoint
 from .run_folder import RunFolder
 from .run_parts import build_run_parts, derive_seed, resolve_device
 from .schedule import lr_at
@@ -48,15 +43,7 @@ from .selection import improves, validation_metrics
 from .tensorboard import tensorboard_callback
 from .tracking import MarginTracker
 
-__all__ = [
-    "Trainer",
-    "TrainResult",
-    "TrainingError",
-    "train",
-    "resume",
-    "resolve_device",
-    "derive_seed",
-]
+__all__ = ["Trainer", "TrainResult", "TrainingError", "train", "resume", "resolve_device", "derive_seed"]
 
 log = logging.getLogger(__name__)
 
