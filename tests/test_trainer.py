@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -36,7 +37,11 @@ def _lines(run):
 
 
 def test_training_loss_falls_and_run_folder_is_complete(tmp_path):
+    t0 = time.perf_counter()
     result = train(_cfg("run.epochs=4"), tmp_path / "run", progress=False)
+    elapsed = time.perf_counter() - t0
+    # the reported times are durations of this fit, not clock readings
+    assert 0 < result.wall_time <= elapsed
     lines = _lines(result.run_dir)
     epochs = [r for r in lines if r["event"] == "epoch"]
     assert len(epochs) == 4
@@ -45,6 +50,7 @@ def test_training_loss_falls_and_run_folder_is_complete(tmp_path):
     assert lines[-1]["event"] == "test" and lines[-1]["n"] == 360
     results = json.loads((result.run_dir / "results.json").read_text())
     assert results["test"]["clean_accuracy"] == pytest.approx(result.test["clean_accuracy"])
+    assert 0 < results["train_time_s"] <= result.wall_time
     for f in ("config.yaml", "checkpoints/last.safetensors", "checkpoints/best.safetensors"):
         assert (result.run_dir / f).exists()
     model = wb.load_model(result.run_dir)

@@ -123,7 +123,7 @@ class Trainer:
             self._begin_next_epoch()
             self._update_best(val)
             self._save("last")
-        result = self._finish(time.perf_counter() - t_start)
+        result = self._finish(t_start)
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
         return result
