@@ -592,7 +592,8 @@ def test_norms_and_dual_norms():
 
 
 def test_linear_margin_dual_norm_identity():
-    """Distance to the hyperplane uᵀx + c = 0 in ℓp is |uᵀx + c|/‖u‖_q (specs/mma.md §1.6);
+    """Distance to the hyperplane uᵀx + c = 0 in ℓp is |uᵀx + c|/‖u‖_q, with q the dual
+    exponent (the closed form the MMA paper's margin, Eq. 1, reduces to for a linear model);
     the ℓ∞/ℓ2 steps of length d land on it."""
     g = torch.Generator().manual_seed(0)
     u = torch.randn(1, 10, generator=g, dtype=torch.float64)

@@ -1,5 +1,6 @@
 """Majority-vote ensembles, the MMA ensemble attacks, transfer attacks and the combined set
-(Ding et al., MMA training, ICLR 2020, §5 / App. D; specs/mma.md §5.1, §5.3, §5.4, A12)."""
+(Ding et al., MMA training, ICLR 2020, §4 and App. C–D: whitebox, transfer and
+ensemble evaluation; the ensemble tie-break is our reading)."""
 
 from __future__ import annotations
 
