@@ -61,7 +61,7 @@ class AttackSpec:
         restarts: runs (each attacks only the examples earlier runs left unbroken).
         loss: PGD's loss: ``"ce"`` or ``"cw"`` (MMA's evaluation CW loss in AdverTorch's form
             ``max(LM + 50, 0)``, the form of the authors' released evaluation; the paper's
-            footnote 10 prints ``min{LM, 0}``, which has the same gradient while correct), or
+            footnote 10 prints ``min{LM, 0}``; both have LM's gradient where −50 < LM < 0), or
             a callable ``(logits, y) -> [B]`` (give it a ``label``; e.g. an ensemble loss).
         step: PGD's step size as a fraction of ε (``None``: 2.5/steps).
         init: PGD's start (see :func:`wideberth.attacks.pgd`).
