@@ -640,6 +640,10 @@ def test_contains_judges_ball_and_box_with_per_example_eps(norm):
     out_box[4, 1, 2, 2] = 1 + 1e-6
     out_box[5, 0, 1, 1] = float("nan")
     assert threat.contains(x, out_box, eps).tolist() == [True, False, True, True, False, False]
+    # a distance the caller already has is used as given (the box is still checked)
+    d = threat.norm(out_box - x)
+    assert threat.contains(x, out_box, eps, distance=d).tolist() == [True, False, True, True, False, False]
+    assert not bool(threat.contains(x, x, eps, distance=2 * eps).any())
     with pytest.raises(ValueError, match=r"\[B\]"):
         threat.contains(x, x, torch.ones(3))
 

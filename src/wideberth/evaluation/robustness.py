@@ -178,13 +178,14 @@ def _attack_batch(
             x_adv = spec.run(model, xt, yt, norm=threat.name, eps=eps, seed=attack_seed(seed, a))
             with torch.no_grad():
                 wrong = model(x_adv).argmax(1) != yt
-            feasible = threat.contains(xt, x_adv, eps)
+            d = threat.norm(x_adv - xt)
+            feasible = threat.contains(xt, x_adv, eps, distance=d)
             violations += int((wrong & ~feasible).sum())
             ok = wrong & feasible
             hit = todo[ok]
             fb[hit.cpu()] = i
             bb[hit.cpu()] = a
-            adv_norm[hit] = threat.norm(x_adv - xt)[ok]
+            adv_norm[hit] = d[ok]
             broke.append(hit)
             todo = todo[~ok]
         return torch.cat(broke) if broke else rows[:0]

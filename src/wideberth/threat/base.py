@@ -214,7 +214,8 @@ class ThreatModel(ABC):
 
     # -- feasibility ------------------------------------------------------------------
     def contains(
-        self, x: Tensor, x_adv: Tensor, eps: float | Tensor, rtol: float = FEASIBILITY_RTOL
+        self, x: Tensor, x_adv: Tensor, eps: float | Tensor, rtol: float = FEASIBILITY_RTOL,
+        *, distance: Tensor | None = None,
     ) -> Tensor:
         """Whether each ``x_adv`` lies in its ε-ball around ``x`` and in the box ``[0, 1]``.
 
@@ -227,11 +228,13 @@ class ThreatModel(ABC):
             x_adv: candidate points ``[B, ...]`` (same shape and device as ``x``).
             eps: float or per-example ``[B]``.
             rtol: relative tolerance on the radius.
+            distance: ``‖x_adv − x‖_p`` ``[B]`` when the caller has it already (it is not
+                computed again).
 
         Returns:
             bool ``[B]``.
         """
-        d = self.norm(x_adv - x)
+        d = self.norm(x_adv - x) if distance is None else distance
         if isinstance(eps, Tensor):
             bound: Tensor | float = eps_vector(eps, d) * (1 + rtol)
         else:
