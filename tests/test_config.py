@@ -21,13 +21,13 @@ from wideberth.config import (
 def test_roundtrip_through_yaml(tmp_path):
     cfg = apply_overrides(
         load_recipe("digits-standard"),
-        ["optim.lr=0.05", "method.params.eps=0.3", "model.kwargs.hidden=[32, 16]"],
+        ["optim.lr=0.05", "method.params.eps=0.3", "model.params.hidden=[32, 16]"],
     )
     path = tmp_path / "c.yaml"
     save_config(cfg, path)
     again = load_config(path)
     assert again == cfg
-    assert config_to_dict(again)["model"]["kwargs"] == {"hidden": [32, 16]}
+    assert config_to_dict(again)["model"]["params"] == {"hidden": [32, 16]}
 
 
 def test_overrides_parse_yaml_values():
@@ -112,3 +112,13 @@ def test_saved_yaml_is_plain(tmp_path):
     path = tmp_path / "c.yaml"
     save_config(load_recipe("digits-standard"), path)
     assert yaml.safe_load(path.read_text())["data"]["name"] == "digits"
+
+
+def test_older_model_kwargs_spelling_loads_as_params():
+    # Configs and checkpoints written before ``model.params`` was named so used ``kwargs``.
+    cfg = config_from_dict({"model": {"name": "mlp", "kwargs": {"hidden": [8]}}})
+    assert cfg.model.params == {"hidden": [8]}
+    again = apply_overrides(cfg, ["model.kwargs.hidden=[4]"])
+    assert again.model.params == {"hidden": [4]}
+    with pytest.raises(ConfigError, match="both params and kwargs"):
+        config_from_dict({"model": {"kwargs": {}, "params": {}}})

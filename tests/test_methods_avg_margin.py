@@ -436,7 +436,7 @@ def test_digits_run_learns_logs_and_resumes_exactly(tmp_path, interrupt_after):
 def test_dca_lagged_features_run_resumes_mid_epoch_exactly(tmp_path, interrupt_after):
     cfg = _cfg(
         "model.name=mlp",
-        "model.kwargs.hidden=[32]",
+        "model.params.hidden=[32]",
         "run.epochs=2",
         "run.checkpoint_every_steps=5",
         "method.params.variant=dca_epoch",
@@ -456,7 +456,7 @@ def test_dca_lagged_features_run_resumes_mid_epoch_exactly(tmp_path, interrupt_a
 def test_regularised_model_has_larger_average_margin_than_standard(tmp_path):
     """Measured (seed 0, mlp [64], 10 epochs on digits, FMN ℓ2 on 100 test points):
     standard ≈ 0.51, avg-margin ≈ 0.57 (seeds 1, 2: 0.54 → 0.59, 0.54 → 0.59)."""
-    common = ["model.name=mlp", "model.kwargs.hidden=[64]", "data.train_subset=null",
+    common = ["model.name=mlp", "model.params.hidden=[64]", "data.train_subset=null",
               "data.batch_size=64", "data.val_size=150", "optim.lr=0.002",
               "run.epochs=10"]
     x, y = wb.data.tensors("digits", split="test", n=100)
@@ -492,6 +492,6 @@ def test_recipes_build(name):
     method = build_method(cfg.method)
     assert isinstance(method, AverageMargin)
     info = DATASETS[cfg.data.name]
-    model = build_model(cfg.model.name, info.input_shape, info.num_classes, **cfg.model.kwargs)
+    model = build_model(cfg.model.name, info.input_shape, info.num_classes, **cfg.model.params)
     method.setup(model, ExampleState(4), 4)
     assert float(orthogonality_penalty(model).detach()) > 0

@@ -290,7 +290,7 @@ def test_recipes_validate_and_carry_the_papers_settings():
                                                                     0.02, 0.5)
         assert (cfg.optim.name, cfg.optim.lr, cfg.run.epochs, cfg.data.batch_size) == (
             "adam", 0.001, 350, 128)
-        assert cfg.model.name == "mlp" and list(cfg.model.kwargs["hidden"]) == [128, 128, 64]
+        assert cfg.model.name == "mlp" and list(cfg.model.params["hidden"]) == [128, 128, 64]
 
 
 # --------------------------------------------------------------------------- trainer runs
@@ -304,7 +304,7 @@ def test_short_digits_run_finishes_and_resumes_exactly(tmp_path, interrupt_after
     cfg = apply_overrides(load_recipe("digits-minmax-at"), [
         "data.val_size=100", "data.train_subset=200", "data.batch_size=50",
         "method.params.steps=3", "run.epochs=2",
-        "model.kwargs={channels: [8, 16], hidden: 32, batchnorm: true}",
+        "model.params={channels: [8, 16], hidden: 32, batchnorm: true}",
     ])
     full = train(cfg, tmp_path / "full", progress=False)
     with pytest.raises(KeyboardInterrupt):

@@ -428,7 +428,7 @@ def _run_cfg(name: str):
         "run.epochs=2",
         "run.threads=1",
     ]
-    overrides += [f"model.kwargs={kwargs}"] if kwargs else ["model.name=smallcnn"]
+    overrides += [f"model.params={kwargs}"] if kwargs else ["model.name=smallcnn"]
     return apply_overrides(load_recipe("digits-standard"), overrides)
 
 

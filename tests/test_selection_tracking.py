@@ -14,7 +14,7 @@ from wideberth.train import VALIDATION_METRICS, load_checkpoint, resume, train
 
 def _cfg(*overrides):
     base = ["data.val_size=100", "data.train_subset=400", "data.batch_size=50", "run.epochs=3",
-            "model.name=mlp", "model.kwargs.hidden=[64]", "optim.lr=0.01"]
+            "model.name=mlp", "model.params.hidden=[64]", "optim.lr=0.01"]
     return apply_overrides(load_recipe("digits-standard"), base + list(overrides))
 
 

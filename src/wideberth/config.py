@@ -55,10 +55,21 @@ _NORMS = ("linf", "l2", "l1")
 
 @dataclass
 class DataConfig:
-    """Which data to train on and how to batch it."""
+    """Which data to train on and how to batch it.
+
+    ``name`` is a registered dataset (``wideberth.data.list_datasets()``, including those of
+    installed packages' ``wideberth.datasets`` entry points) or a dataset spec:
+    ``npz:PATH``, ``safetensors:PATH`` (arrays ``x`` and ``y``) or ``folder:PATH`` (one
+    sub-folder of images per class). ``test`` is a second spec for the test split; without
+    it, a spec's examples are carved into train and test by a seeded split
+    (``test_fraction`` of them, seed ``split_seed``). ``data_dir`` is the folder holding
+    the registered datasets' files; relative spec paths are resolved against it.
+    """
 
     name: str = "digits"
     data_dir: str | None = None
+    test: str | None = None
+    test_fraction: float = param(0.2, gt=0, lt=1)
     val_size: int = param(0, ge=0)
     train_subset: int | None = param(None, ge=1)
     batch_size: int = param(64, ge=1)
@@ -71,10 +82,17 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Which registered model to build (``wideberth.models.list_models()``) and its kwargs."""
+    """Which model to build and its keyword arguments.
+
+    ``name`` is a registered model (``wideberth.models.list_models()``, including those of
+    installed packages' ``wideberth.models`` entry points) or an import path
+    ``package.module:factory`` of a function or class returning an ``nn.Module``;
+    ``params`` are its keyword arguments. (Configs written before ``params`` was named
+    so use ``kwargs``; they still load.)
+    """
 
     name: str = "cnn-small"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,9 +228,23 @@ def config_from_dict(data: dict[str, Any] | None) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    data = _migrate(data)
     cfg = validate_params(Config, data, scope=Scope())
     validate(cfg)
     return cfg
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Older configs' spellings in today's: ``model.kwargs`` is ``model.params``."""
+    model = data.get("model")
+    if isinstance(model, dict) and "kwargs" in model:
+        if "params" in model:
+            raise ConfigError(
+                "model has both params and kwargs (its older name); keep only model.params"
+            )
+        model = {("params" if k == "kwargs" else k): v for k, v in model.items()}
+        data = {**data, "model": model}
+    return data
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -318,6 +350,8 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     data = config_to_dict(cfg)
     for text in overrides:
         path, value = parse_override(text)
+        if path[:2] == ["model", "kwargs"]:  # the older name of model.params
+            path[1] = "params"
         node = data
         for i, part in enumerate(path[:-1]):
             if not isinstance(node, dict):

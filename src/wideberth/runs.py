@@ -52,7 +52,7 @@ def load_model(
     cfg = config_from_dict(ckpt.meta["config"])
     data = ckpt.meta["data"]
     model = build_model(
-        cfg.model.name, tuple(data["input_shape"]), data["num_classes"], **cfg.model.kwargs
+        cfg.model.name, tuple(data["input_shape"]), data["num_classes"], **cfg.model.params
     )
     model.load_state_dict(ckpt.model)
     return model.to(device).eval()

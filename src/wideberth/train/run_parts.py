@@ -130,7 +130,7 @@ def build_run_parts(cfg: Config) -> RunParts:
         )
     torch.manual_seed(derive_seed(cfg.run.seed, "init"))
     c, h, w = info.input_shape
-    model = build_model(cfg.model.name, (c, h, w), info.num_classes, **cfg.model.kwargs).to(device)
+    model = build_model(cfg.model.name, (c, h, w), info.num_classes, **cfg.model.params).to(device)
     method = build_method(cfg.method)
     optimizer = make_optimizer(model, cfg.optim)
     n_train = len(splits.train)
