@@ -47,7 +47,7 @@ from .batching import (
 )
 from .bundled import DIGITS_SPLIT_SEED, DIGITS_TEST_SIZE, TOY2D_SEED, TOY2D_SIZES, make_toy2d
 from .formats import read_cifar_archive, read_idx
-from .loading import load_split, tensors
+from .loading import load_eval_data, load_split, tensors
 from .registry import (
     DATA_ENV,
     DATASETS,
@@ -80,6 +80,7 @@ __all__ = [
     "default_data_dir",
     "iterate_batches",
     "list_datasets",
+    "load_eval_data",
     "load_split",
     "make_toy2d",
     "num_batches",

@@ -10,12 +10,12 @@ from torch import Tensor
 
 from .batching import to_unit
 from .bundled import TOY2D_SEED, TOY2D_SIZES, digits_split, make_toy2d
-from .registry import DataError, dataset_info, default_data_dir
+from .registry import DataError, DatasetInfo, dataset_info, default_data_dir
 from .sources import load_cifar10, load_idx_split
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_split", "tensors"]
+__all__ = ["load_eval_data", "load_split", "tensors"]
 
 
 def load_split(
@@ -80,3 +80,15 @@ def tensors(
         rows = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
         x, y = x[rows], y[rows]
     return to_unit(x), y
+
+
+def load_eval_data(
+    spec: str, split: str = "test", data_dir: str | Path | None = None, download: bool = True
+) -> tuple[Tensor, Tensor, DatasetInfo]:
+    """The examples to evaluate on that ``spec`` names: ``x`` float32 in [0, 1]
+    ``[N, C, H, W]``, ``y`` int64 ``[N]`` and the dataset's :class:`DatasetInfo`.
+
+    ``spec`` is a registered dataset name (its ``split``).
+    """
+    x, y = load_split(spec, split, data_dir, download)
+    return to_unit(x), y, dataset_info(spec)

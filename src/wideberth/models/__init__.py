@@ -56,6 +56,7 @@ from .registry import (
 )
 from .resnet import ResNet
 from .small_cnns import CNNSmall, LeNet5Madry, SmallCNN
+from .weights import load_weights
 from .wide_resnet import WideResNet
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "list_models",
     "register_model",
     "uses_batchnorm",
+    "load_weights",
     "LeNet5Madry",
     "SmallCNN",
     "WideResNet",
