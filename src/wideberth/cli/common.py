@@ -126,7 +126,7 @@ def load_for_attack(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     cfg = load_run_config(args.run)
     device = resolve_device(args.device or "auto")
     model = load_model(args.run, which=args.which, device=device)
-    x_raw, y_raw = load_split(cfg.data.name, args.split, cfg.data.data_dir, cfg.data.download)
+    x_raw, y_raw = load_split(cfg.data, args.split)  # the run's split, from its whole DataConfig
     ds = IndexedTensors(x_raw, y_raw)
     n = len(ds) if args.n is None else min(args.n, len(ds))
     x, y, _ = ds.get_batch(torch.arange(n))

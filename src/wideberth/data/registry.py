@@ -2,7 +2,9 @@
 
 Every other module of :mod:`wideberth.data` builds on this one: :class:`DataError` is the
 only exception the data layer raises for bad input, and :data:`DATASETS` is the single
-source of each dataset's class count, input shape, default augmentation and class names.
+source of each built-in dataset's class count, input shape, default augmentation and class
+names. (Datasets registered in Python or by entry points: :mod:`~wideberth.data.catalog`;
+dataset specs: :mod:`~wideberth.data.specs`.)
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ __all__ = [
     "DATA_ENV",
     "DataError",
     "DatasetInfo",
-    "dataset_info",
     "default_data_dir",
-    "list_datasets",
 ]
 
 DATA_ENV = "WIDEBERTH_DATA"
@@ -30,7 +30,9 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Static description of a registered dataset."""
+    """Static description of a dataset: its name (for a spec, the spec with its absolute
+    path), class count, input shape ``(C, H, W)``, default training augmentation, a
+    description and the class names (empty when unknown)."""
 
     name: str
     num_classes: int
@@ -73,22 +75,6 @@ DATASETS: dict[str, DatasetInfo] = {
         ("0", "1", "2"),
     ),
 }
-
-
-def list_datasets() -> list[str]:
-    """Names of the registered datasets, sorted."""
-    return sorted(DATASETS)
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` registered as ``name``; :class:`DataError` listing the known
-    names if there is none."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise DataError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}"
-        ) from None
 
 
 def default_data_dir() -> Path:

@@ -113,14 +113,7 @@ def build_run_parts(cfg: Config) -> RunParts:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     d = cfg.data
-    splits = build_splits(
-        d.name,
-        data_dir=d.data_dir,
-        val_size=d.val_size,
-        train_subset=d.train_subset,
-        seed=d.split_seed,
-        download=d.download,
-    )
+    splits = build_splits(d)  # the whole DataConfig; spec paths made absolute in cfg.data
     info = splits.info
     augment = _augment_kind(cfg, splits)
     if cfg.eval.selection_metric not in VALIDATION_METRICS:
