@@ -63,7 +63,10 @@ class DataConfig:
     sub-folder of images per class). ``test`` is a second spec for the test split; without
     it, a spec's examples are carved into train and test by a seeded split
     (``test_fraction`` of them, seed ``split_seed``). ``data_dir`` is the folder holding
-    the registered datasets' files; relative spec paths are resolved against it.
+    the registered datasets' files; relative spec paths are resolved against it (else
+    against the current directory). Training rewrites ``name``, ``test`` and ``data_dir``
+    to absolute paths in the run's recorded config, so ``wideberth evaluate RUN`` reads the
+    same files from any directory (see :mod:`wideberth.data.specs`).
     """
 
     name: str = "digits"
