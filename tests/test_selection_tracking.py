@@ -140,10 +140,10 @@ def test_tensorboard_callback_draws_margin_records_as_histograms():
     cb.on_log(None, {"event": "margins", "epoch": 3, "split": "train", "distances": [0.5, None, 0.25]})
     cb.on_log(None, {"event": "margins", "epoch": 3, "split": "test", "distances": [None]})
     cb.on_log(None, {"event": "epoch", "epoch": 3, "train_loss": 1.5})
-    assert calls == [("margins/train", [0.5, 0.25], 3)]
+    assert calls == [("margin/train/distances", [0.5, 0.25], 3)]
     cb.scalars = True
     cb.on_log(None, {"event": "epoch", "epoch": 3, "train_loss": 1.5})
-    assert calls[-1] == ("train_loss", 1.5, 3)
+    assert calls[-1] == ("train/loss", 1.5, 3)
 
 
 def test_a_margin_tracker_can_be_passed_as_a_user_callback(tmp_path):
