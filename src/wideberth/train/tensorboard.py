@@ -41,7 +41,7 @@ import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 
@@ -60,7 +60,7 @@ INSTALL_HINT = 'pip install "wideberth[tensorboard]"  (or: pip install tensorboa
 _STRUCTURAL = {"event", "step", "split", "norm", "method", "distances"}
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
