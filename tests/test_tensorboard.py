@@ -118,3 +118,30 @@ def test_an_mma_run_puts_every_metrics_field_on_the_board(tmp_path):
             assert tag in scalars, tag
         assert [s for s, _ in scalars["train/loss"]] == sorted(step_of_epoch.values())
         assert {"margin/train/distances", "margin/test/distances", "eps/mma_eps_hist"} <= histograms
+
+
+def test_a_resumed_run_draws_each_line_once(tmp_path):
+    pytest.importorskip("tensorboard")
+    from wideberth.train import Callback, resume
+
+    class CrashInEpoch3(Callback):  # after epoch 3's lines are drawn, before its checkpoint
+        def on_epoch_end(self, trainer, info):
+            if info.epoch == 3:
+                raise KeyboardInterrupt
+
+    cfg = apply_overrides(load_recipe("digits-standard"), [
+        "data.val_size=50", "data.train_subset=100", "data.batch_size=50", "run.epochs=3",
+        "run.threads=1", "model.name=mlp", "model.params.hidden=[16]", "eval.test_n=50",
+        "track.every=2", "track.n_train=5", "track.n_test=0", "track.steps=5",
+    ])
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "r", progress=False, callbacks=[CrashInEpoch3()])
+    first, _ = _read_board(tmp_path / "r" / "tensorboard")
+    assert [s for s, _ in first["train/loss"]] == [2, 4, 6]  # epoch 3 drawn, last checkpoint at 4
+    resume(tmp_path / "r", progress=False)  # truncates metrics.jsonl to step 4, redoes epoch 3
+    scalars, _ = _read_board(tmp_path / "r" / "tensorboard")
+    records = [json.loads(s) for s in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in records if r["event"] == "epoch"]
+    assert [s for s, _ in scalars["train/loss"]] == [2, 4, 6]  # the first epoch-3 point purged
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx(losses, rel=1e-6)
+    assert [s for s, _ in scalars["margin/train/mean"]] == [2, 4, 6]  # epochs 1, 2 and the last

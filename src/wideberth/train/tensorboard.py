@@ -7,23 +7,19 @@ x-axis. Every numeric field of every line becomes a scalar (:func:`scalar_tags` 
 nested dicts are flattened with ``/``; strings, booleans, ``None`` and lists are not
 scalars), grouped by what it measures:
 
-==========================  ===========================================================
-tag                         from
-==========================  ===========================================================
-``train/loss``,             the epoch line's ``train_loss``, ``train_accuracy``, ``lr``
-``train/accuracy``,         (every ``train_*`` key loses its prefix)
-``train/lr``
-``val/<metric>``            the epoch line's ``val_<metric>`` (validation metrics)
-``eps/<key>``               the method's ε statistics: keys with ``eps`` in them and MMA's
-                            ``mma_*`` logs (``mma_eps_mean``, ``mma_dropped_frac``, ...)
-``method/<key>``            the method's other per-epoch logs
-``time/<key>``              timings (``epoch_time``, any ``*_time``), in seconds
-``progress/epoch``          the epoch number
-``margin/<split>/<stat>``   margin-tracking lines (``mean``, ``median``, ``q1``, ...,
-                            ``fraction_below/<radius>``)
-``test/<metric>``           the final test line
-``<event>/<key>``           lines a user callback logs with ``{"event": ...}``
-==========================  ===========================================================
+- ``train/loss``, ``train/accuracy``, ``train/lr``: the epoch line's ``train_loss``,
+  ``train_accuracy`` and ``lr`` (every ``train_*`` key loses its prefix);
+- ``val/<metric>``: the epoch line's ``val_<metric>`` (validation metrics, robust ones too);
+- ``eps/<key>``: the method's ε statistics, keys with ``eps`` in them and MMA's ``mma_*``
+  logs (``mma_eps_mean``, ``mma_dropped_frac``, ...; Ding et al. 2020, §3);
+- ``method/<key>``: the method's other per-epoch logs;
+- ``time/<key>``: timings (``epoch_time``, any ``*_time``), in seconds;
+- ``progress/epoch``: the epoch number;
+- ``margin/<split>/<stat>``: margin-tracking lines (``mean``, ``median``, ``q1``, ...,
+  ``fraction_below/<radius>``);
+- ``test/<metric>``: the final test line;
+- ``<event>/<key>``: lines a user callback logs with ``{"event": ...}`` (``other/<key>``
+  without one).
 
 Two lists become histograms: a margin line's per-example ``distances``
 (``margin/<split>/distances``, finite ones only) and MMA's ε histogram ``mma_eps_hist``
@@ -145,11 +141,27 @@ class TensorBoardCallback(Callback):
                 f"TensorBoard output was requested but the tensorboard package is not "
                 f"installed; install it with {INSTALL_HINT}"
             ) from exc
-        self.writer: Any = SummaryWriter(str(log_dir))
+        self._writer_class = SummaryWriter
+        self.log_dir = Path(log_dir)
+        self.writer: Any = None  # opened when the fit starts (or at the first line)
         self.scalars = scalars
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Open the event file. A resumed run (``trainer.step`` > 0) purges what an earlier
+        writer drew after its checkpoint, as the trainer truncates ``metrics.jsonl``: the
+        lines it rewrites are not drawn twice."""
+        step = int(getattr(trainer, "step", 0) or 0)
+        self._open(step + 1 if step > 0 else None)
+
+    def _open(self, purge_step: int | None) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = self._writer_class(str(self.log_dir), purge_step=purge_step)
 
     def on_log(self, trainer: Trainer | None, record: dict[str, Any]) -> None:
         """Write ``record``'s scalars and histograms at its step (:func:`record_step`)."""
+        if self.writer is None:
+            self._open(None)
         step = record_step(record, trainer)
         if record.get("event") == "margins" and isinstance(record.get("distances"), list):
             finite = torch.tensor(
@@ -184,7 +196,9 @@ class TensorBoardCallback(Callback):
 
     def on_fit_end(self, trainer: Trainer, result: TrainResult) -> None:
         """Close the event file."""
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def tensorboard_callback(
