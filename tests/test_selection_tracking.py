@@ -113,8 +113,10 @@ def test_margin_histogram_grid_lays_out_one_panel_per_model(tmp_path):
     head = path.read_bytes()[:24]
     assert head[:4] == b"\x89PNG"
     width, height = struct.unpack(">II", head[16:24])  # the IHDR chunk
-    # 5 panels in 4 columns: 2 rows of 2.6 x 2.0 inches (+0.4 for the title) at 120 dpi
-    assert (width, height) == (round(2.6 * 4 * 120), round((2 * 2.0 + 0.4) * 120))
+    # 5 panels in 4 columns: 2 rows of 2.6 x 2.0 inches (+0.4 for the title) at 120 dpi,
+    # and the caption under them (its definitions of margin, misclassified = 0, not found)
+    assert width == round(2.6 * 4 * 120)
+    assert round((2 * 2.0 + 0.4) * 120) + 30 < height < round((2 * 2.0 + 0.4 + 1.0) * 120)
     assert not list(tmp_path.glob(".*tmp*"))  # written atomically
     with pytest.raises(ValueError, match="at least one"):
         margin_histogram_grid({}, tmp_path / "none.png")
@@ -140,10 +142,10 @@ def test_tensorboard_callback_draws_margin_records_as_histograms():
     cb.on_log(None, {"event": "margins", "epoch": 3, "split": "train", "distances": [0.5, None, 0.25]})
     cb.on_log(None, {"event": "margins", "epoch": 3, "split": "test", "distances": [None]})
     cb.on_log(None, {"event": "epoch", "epoch": 3, "train_loss": 1.5})
-    assert calls == [("margins/train", [0.5, 0.25], 3)]
+    assert calls == [("margin/train/distances", [0.5, 0.25], 3)]
     cb.scalars = True
     cb.on_log(None, {"event": "epoch", "epoch": 3, "train_loss": 1.5})
-    assert calls[-1] == ("train_loss", 1.5, 3)
+    assert calls[-1] == ("train/loss", 1.5, 3)
 
 
 def test_a_margin_tracker_can_be_passed_as_a_user_callback(tmp_path):

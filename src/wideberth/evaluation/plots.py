@@ -1,72 +1,98 @@
-"""Plots written straight to PNG files (matplotlib's Agg backend; no display needed)."""
+"""Figures of margins, training curves and decision regions (matplotlib's Agg backend).
+
+Each figure has a builder ``*_figure(...)`` returning the matplotlib ``Figure`` (to show,
+restyle or inspect it) and a writer of the same name without the suffix that saves it to a
+PNG (atomically) and returns the path. Every axis is labelled with its quantity and unit,
+every legend uses the human names of :func:`wideberth.figures.metric_label`, and the
+caption under the axes defines every term the figure uses
+(:func:`wideberth.figures.finish_figure`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..figures import pyplot, save_figure
+from ..figures import distance_label, finish_figure, metric_label, norm_symbol, pyplot, save_figure
 
 __all__ = [
+    "COUNT_LABEL",
     "decision_boundary",
+    "decision_boundary_figure",
     "margin_histogram",
+    "margin_histogram_figure",
     "margin_histogram_grid",
+    "margin_histogram_grid_figure",
     "margin_histograms_by_epoch",
+    "margin_histograms_by_epoch_figure",
     "training_curves",
+    "training_curves_figure",
 ]
 
+COUNT_LABEL = "examples (count)"
+_ESTIMATORS = {
+    "fmn": "FMN",
+    "anpgd": "AN-PGD",
+    "cw": "CW-ℓ2",
+    "cw-l2": "CW-ℓ2",
+    "gradient": "Wu & Yu's sampled gradient (Lipschitz) bound",
+    "auto": "the best of several minimal-norm attacks",
+}
 
-def margin_histogram(
-    distances: Tensor,
-    path: str | Path,
-    *,
-    norm: str = "l2",
-    bins: int = 30,
-    title: str | None = None,
-) -> Path:
-    """Histogram of per-example margins [N] (0 = misclassified; +inf = none found within
-    the search range, drawn as a separate bar). Writes a PNG and returns its path."""
+
+def _estimator(method: str | None) -> str:
+    return _ESTIMATORS.get(str(method), str(method)) if method else "an attack"
+
+
+def _notes(d: Tensor, finite: Tensor) -> str:
+    n_inf = d.numel() - finite.numel()
+    note = f"{int((d == 0).sum())} misclassified (margin 0)"
+    return note + (f", {n_inf} not found" if n_inf else "")
+
+
+def margin_histogram_figure(
+    distances: Tensor, *, norm: str = "l2", bins: int = 30, title: str | None = None
+) -> Any:
+    """Histogram of per-example margins ``distances`` [N] in ``norm`` (0 = misclassified;
+    +inf = none found within the search range, counted in the note, not in the bars)."""
     plt = pyplot()
-    d = distances.detach().float().cpu()
+    d = distances.detach().float().cpu().reshape(-1)
     finite = d[torch.isfinite(d)]
-    n_inf = int((~torch.isfinite(d)).sum())
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     if finite.numel():
         ax.hist(finite.numpy(), bins=bins, color="#3b6ea5", edgecolor="white")
         mean = float(finite.mean())
-        label = f"mean {mean:.3f}" + (" (of those found)" if n_inf else "")
+        label = f"mean margin {mean:.3f}" + (" (of those found)" if finite.numel() < d.numel() else "")
         ax.axvline(mean, color="#c0392b", linestyle="--", label=label)
-    ax.set_xlabel(f"{norm} distance to the decision boundary")
-    ax.set_ylabel("examples")
-    note = f"{d.numel()} examples, {int((d == 0).sum())} misclassified (0)"
-    if n_inf:
-        note += f", {n_inf} not found"
-    ax.set_title(title or "margins", fontsize=10)
-    ax.text(0.99, 0.97, note, transform=ax.transAxes, ha="right", va="top", fontsize=8)
-    if finite.numel():
         ax.legend(loc="center right", fontsize=8)
+    ax.set_xlabel(distance_label(norm))
+    ax.set_ylabel(COUNT_LABEL)
+    ax.set_title(title or f"{norm_symbol(norm)} margins of {d.numel()} examples", fontsize=10)
+    ax.text(0.99, 0.97, f"{d.numel()} examples, " + _notes(d, finite), transform=ax.transAxes,
+            ha="right", va="top", fontsize=8)
     ax.set_xlim(left=0, right=max(float(finite.max()) if finite.numel() else 1.0, 1e-6) * 1.05)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return finish_figure(fig, "Red dashed line: the mean margin. Margin-0 inputs fall in the first bin.")
 
 
-def margin_histogram_grid(
-    distances: Mapping[str, Tensor],
-    path: str | Path,
-    *,
-    norm: str = "l2",
-    bins: int = 30,
-    columns: int = 4,
-    title: str | None = None,
+def margin_histogram(
+    distances: Tensor, path: str | Path, *, norm: str = "l2", bins: int = 30, title: str | None = None
 ) -> Path:
+    """:func:`margin_histogram_figure` written to the PNG ``path``; returns the path."""
+    return save_figure(margin_histogram_figure(distances, norm=norm, bins=bins, title=title), path)
+
+
+def margin_histogram_grid_figure(
+    distances: Mapping[str, Tensor], *, norm: str = "l2", bins: int = 30, columns: int = 4,
+    title: str | None = None,
+) -> Any:
     """Margin histograms of several models side by side, one panel per model on a shared
     margin axis and shared bins, so the models compare at a glance (MMA Tables 2–3 as
-    pictures). ``distances``: name → per-example margins ``[N]`` (0 = misclassified, drawn
-    in the first bin; ``+inf`` = not found, counted in the panel's note). Writes a PNG and
-    returns its path."""
+    pictures, Ding et al. 2020). ``distances``: name → per-example margins ``[N]``
+    (0 = misclassified, drawn in the first bin; ``+inf`` = not found, counted in the note)."""
     if not distances:
         raise ValueError("distances is empty: pass at least one model's margins")
     plt = pyplot()
@@ -84,29 +110,31 @@ def margin_histogram_grid(
         ax.hist(f.numpy(), bins=edges, color="#3b6ea5", edgecolor="white", linewidth=0.3)
         if f.numel():
             ax.axvline(float(f.mean()), color="#c0392b", linestyle="--", linewidth=0.9)
-        n_inf = d.numel() - f.numel()
-        note = f"mean {float(f.mean()) if f.numel() else float('nan'):.3f}\n{int((d == 0).sum())} at 0"
-        ax.text(0.98, 0.95, note + (f", {n_inf} not found" if n_inf else ""),
-                transform=ax.transAxes, ha="right", va="top", fontsize=7)
+        mean = float(f.mean()) if f.numel() else float("nan")
+        ax.text(0.98, 0.95, f"mean {mean:.3f}\n" + _notes(d, f).replace(", ", "\n"),
+                transform=ax.transAxes, ha="right", va="top", fontsize=6.5)
         ax.set_title(name, fontsize=8)
-        ax.tick_params(labelsize=7)
-    for ax in axes[-1]:
-        ax.set_xlabel(f"{norm} margin", fontsize=8)
-    fig.suptitle(title or "margins (red: mean; misclassified = 0)", fontsize=9)
-    fig.tight_layout()
+        ax.tick_params(labelsize=7, labelbottom=True)  # ticks under every panel: some have none below
+    fig.suptitle(title or f"{norm_symbol(norm)} margins, one panel per model", fontsize=9)
+    return finish_figure(fig, "Shared bins; red dashed line: each model's mean margin; margin-0 "
+                              "inputs fall in the first bin.",
+                         xlabel=distance_label(norm), ylabel=COUNT_LABEL)
+
+
+def margin_histogram_grid(
+    distances: Mapping[str, Tensor], path: str | Path, *, norm: str = "l2", bins: int = 30,
+    columns: int = 4, title: str | None = None,
+) -> Path:
+    """:func:`margin_histogram_grid_figure` written to the PNG ``path``; returns the path."""
+    fig = margin_histogram_grid_figure(distances, norm=norm, bins=bins, columns=columns, title=title)
     return save_figure(fig, path)
 
 
-def margin_histograms_by_epoch(
-    records: list[dict],
-    path: str | Path,
-    *,
-    split: str = "train",
-    bins: int = 25,
-    title: str | None = None,
-) -> Path:
-    """MMA Fig. 4: one histogram of tracked margins per epoch, rotated 90° (margin on the
-    vertical axis, count to the right), epochs side by side. ``records`` are the
+def margin_histograms_by_epoch_figure(
+    records: list[dict], *, split: str = "train", bins: int = 25, title: str | None = None
+) -> Any:
+    """MMA Fig. 4 (Ding et al. 2020): one histogram of tracked margins per epoch, rotated
+    90° (margin upward, count to the right), epochs side by side. ``records`` are the
     ``{"event": "margins"}`` lines of a run's ``metrics.jsonl``."""
     plt = pyplot()
     rows = [r for r in records if r.get("event") == "margins" and r.get("split") == split]
@@ -115,55 +143,92 @@ def margin_histograms_by_epoch(
     dists = [torch.tensor([d for d in r["distances"] if d is not None], dtype=torch.float32) for r in rows]
     top = max(float(d.max()) if d.numel() else 0.0 for d in dists) or 1.0
     edges = torch.linspace(0, top, bins + 1)
-    fig, axes = plt.subplots(1, len(rows), figsize=(1.1 * len(rows) + 1.5, 3.6), dpi=120, sharey=True)
-    axes = axes if len(rows) > 1 else [axes]
-    for ax, r, d in zip(axes, rows, dists, strict=True):
+    fig, axes = plt.subplots(1, len(rows), figsize=(1.1 * len(rows) + 1.5, 3.6), dpi=120,
+                             sharex=True, sharey=True, squeeze=False)
+    for ax, r, d in zip(axes[0], rows, dists, strict=True):
         counts = torch.histc(d, bins=bins, min=0, max=top) if d.numel() else torch.zeros(bins)
         ax.barh(edges[:-1].numpy(), counts.numpy(), height=float(edges[1] - edges[0]), align="edge",
                 color="#3b6ea5")
         ax.axhline(float(r["median"]) if r.get("median") is not None else 0, color="#c0392b", lw=0.8)
-        ax.set_title(f"ep {r['epoch']}", fontsize=8)
+        ax.set_title(f"epoch {r['epoch']}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_xticks([])
-    axes[0].set_ylabel(f"{rows[0]['norm']} margin ({rows[0]['method']})")
-    fig.suptitle(title or f"margins of {len(dists[0])} {split} points per epoch (red: median)", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(title or f"{norm_symbol(rows[0].get('norm'))} margins of {len(rows[0]['distances'])} "
+                 f"{split} points per epoch", fontsize=9)
+    lost = sum(len(r["distances"]) - len(d) for r, d in zip(rows, dists, strict=True))
+    caption = (f"Margins estimated with {_estimator(rows[0].get('method'))} every few epochs on a fixed "
+               "set of points; red line: the median; misclassified = 0."
+               + (f" {lost} estimates were not found and are left out." if lost else ""))
+    return finish_figure(fig, caption, xlabel="examples (count; bar length, same scale in every panel)",
+                         ylabel=distance_label(rows[0].get("norm")))
+
+
+def margin_histograms_by_epoch(
+    records: list[dict], path: str | Path, *, split: str = "train", bins: int = 25,
+    title: str | None = None,
+) -> Path:
+    """:func:`margin_histograms_by_epoch_figure` written to the PNG ``path``; returns the path."""
+    fig = margin_histograms_by_epoch_figure(records, split=split, bins=bins, title=title)
     return save_figure(fig, path)
 
 
-def training_curves(records: list[dict], path: str | Path, *, title: str | None = None) -> Path:
-    """Training loss and accuracy per epoch, with every logged validation metric."""
+_DISTANCE_KEYS = ("val_anpgd_margin", "mma_eps_mean", "eps")
+
+
+def training_curves_figure(records: list[dict], *, title: str | None = None,
+                           norm: str | None = None) -> Any:
+    """Training loss and accuracy per epoch with every logged validation metric; a third
+    panel holds the distance-valued ones (AN-PGD margin, MMA's mean ε, the training ε) in
+    ``norm`` when the run logged any. ``records``: the lines of ``metrics.jsonl``."""
     plt = pyplot()
     rows = [r for r in records if r.get("event") == "epoch"]
     if not rows:
         raise ValueError("no epoch records in metrics.jsonl")
+    keys = sorted({k for r in rows for k in r})
     epochs = [r["epoch"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
-    ax1.plot(epochs, [r["train_loss"] for r in rows], label="train loss")
-    if "val_loss" in rows[0]:
-        ax1.plot(epochs, [r.get("val_loss") for r in rows], label="val loss")
-    ax1.set_xlabel("epoch")
-    ax1.legend(fontsize=8)
-    ax2.plot(epochs, [r["train_accuracy"] for r in rows], label="train accuracy")
-    for key in sorted(k for k in rows[0] if k.startswith("val_") and k != "val_loss"):
-        ax2.plot(epochs, [r.get(key) for r in rows], label=key)
-    ax2.set_xlabel("epoch")
-    ax2.legend(fontsize=8)
+    acc = [k for k in keys if k.endswith("accuracy")]
+    dist = [k for k in _DISTANCE_KEYS if k in keys]
+    fig, axes = plt.subplots(1, 3 if dist else 2, figsize=(13 if dist else 9, 3.4), dpi=120)
+
+    def draw(ax: Any, key: str, scale: float = 1.0) -> None:
+        vals = [r.get(key) for r in rows]
+        ax.plot(epochs, [scale * v if isinstance(v, (int, float)) else float("nan") for v in vals],
+                marker="o", markersize=3, label=metric_label(key))
+
+    for key in ("train_loss", "val_loss"):
+        if key in keys:
+            draw(axes[0], key)
+    axes[0].set_ylabel("loss")
+    for key in acc:
+        draw(axes[1], key, 100.0)
+    axes[1].set_ylabel("accuracy (%)")
+    for key in dist:
+        draw(axes[2], key)
+    if dist:
+        axes[2].set_ylabel(distance_label(norm, "ε or margin"))
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
     fig.suptitle(title or "training curves", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return finish_figure(fig, "Per-epoch values from metrics.jsonl: training numbers average the "
+                              "epoch's batches, validation numbers the held-out validation split.")
 
 
-def decision_boundary(
-    model: torch.nn.Module,
-    x: Tensor,
-    y: Tensor,
-    path: str | Path,
-    *,
-    margins: Tensor | None = None,
-    resolution: int = 300,
-    title: str | None = None,
-) -> Path:
+def training_curves(records: list[dict], path: str | Path, *, title: str | None = None,
+                    norm: str | None = None) -> Path:
+    """:func:`training_curves_figure` written to the PNG ``path``; returns the path."""
+    return save_figure(training_curves_figure(records, title=title, norm=norm), path)
+
+
+def decision_boundary_figure(
+    model: torch.nn.Module, x: Tensor, y: Tensor, *, margins: Tensor | None = None,
+    resolution: int = 300, title: str | None = None,
+) -> Any:
     """Decision regions of a model on 2-D inputs in [0, 1]² (``toy2d``: x [N, 1, 1, 2]),
     with the data points and, when ``margins`` [N] is given, each correctly classified
     point's ℓ2 margin drawn as a circle for up to ~40 points (misclassified points are
@@ -183,16 +248,19 @@ def decision_boundary(
     k = int(max(int(y.max()), int(pred_grid.max())) + 1)
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(4.6, 4.6), dpi=120)
-    ax.contourf(gx.numpy(), gy.numpy(), pred_grid.reshape(resolution, resolution).numpy(),
-                levels=torch.arange(-0.5, k + 0.5).numpy(), colors=[cmap(i) for i in range(k)],
-                alpha=0.25)
-    ax.contour(gx.numpy(), gy.numpy(), pred_grid.reshape(resolution, resolution).numpy(),
-               levels=torch.arange(0.5, k - 0.5).numpy(), colors="k", linewidths=0.8)
+    regions = pred_grid.reshape(resolution, resolution).numpy()
+    ax.contourf(gx.numpy(), gy.numpy(), regions, levels=torch.arange(-0.5, k + 0.5).numpy(),
+                colors=[cmap(i) for i in range(k)], alpha=0.25)
+    ax.contour(gx.numpy(), gy.numpy(), regions, levels=torch.arange(0.5, k - 0.5).numpy(),
+               colors="k", linewidths=0.8)
     ok = pred == y.cpu()
     for c in range(k):
         sel = (y.cpu() == c) & ok
         ax.scatter(pts[sel, 0], pts[sel, 1], s=8, color=cmap(c), edgecolors="none")
     ax.scatter(pts[~ok, 0], pts[~ok, 1], s=18, marker="x", color="k", label="misclassified")
+    caption = ("Shaded regions: the class the model predicts; black lines: its decision "
+               "boundary; dots: correctly classified points, coloured by class; crosses: "
+               "misclassified points.")
     if margins is not None:
         from matplotlib.patches import Circle
 
@@ -204,11 +272,23 @@ def decision_boundary(
         if m.numel():
             ax.text(0.01, 0.01, f"mean ℓ2 margin {float(m.mean()):.3f}", transform=ax.transAxes,
                     fontsize=8)
+        caption += (" Circles: the ℓ2 margin (radius = the distance to the boundary) of the "
+                    "correctly classified points" + (f", one in {every} drawn." if every > 1 else "."))
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    ax.set_title(title or "decision boundary", fontsize=9)
+    ax.set_xlabel("input feature x₁ (in [0, 1])")
+    ax.set_ylabel("input feature x₂ (in [0, 1])")
+    ax.set_title(title or "decision regions", fontsize=9)
     if (~ok).any():
         ax.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
+    return finish_figure(fig, caption)
+
+
+def decision_boundary(
+    model: torch.nn.Module, x: Tensor, y: Tensor, path: str | Path, *,
+    margins: Tensor | None = None, resolution: int = 300, title: str | None = None,
+) -> Path:
+    """:func:`decision_boundary_figure` written to the PNG ``path``; returns the path."""
+    fig = decision_boundary_figure(model, x, y, margins=margins, resolution=resolution, title=title)
     return save_figure(fig, path)

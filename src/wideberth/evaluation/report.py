@@ -65,31 +65,60 @@ def loss_along_ray(
     return torch.stack(out, 1).cpu()
 
 
-def plot_robust_accuracy(reports: Mapping[str, Mapping[str, Any]], path: str | Path, *,
-                         title: str | None = None) -> Path:
-    """Robust accuracy against ε, one line per report (ε = 0: clean accuracy)."""
+def robust_accuracy_figure(reports: Mapping[str, Mapping[str, Any]], *,
+                           title: str | None = None) -> Any:
+    """Robust accuracy (%) against ε, one line per report (ε = 0: clean accuracy), each
+    labelled with its AvgRobAcc (Ding et al. 2020, Table 1). Every report must use the same
+    norm. Returns the matplotlib ``Figure``."""
+    from ..figures import eps_label, finish_figure, norm_symbol
+
+    if not reports:
+        raise ValueError("no reports to plot")
+    norms = {r.get("norm") for r in reports.values()}
+    if len(norms) > 1:
+        raise ValueError(f"the reports use different norms {sorted(map(str, norms))}; "
+                         "plot each norm on its own figure")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for i, (name, r) in enumerate(reports.items()):
         eps = [0.0] + [float(e) for e in r["robust_accuracy"]]
         acc = [float(r["clean_accuracy"])] + [float(v) for v in r["robust_accuracy"].values()]
+        label = name + (f" (AvgRobAcc {100 * float(r['avg_rob_acc']):.1f} %)"
+                        if r.get("avg_rob_acc") is not None else "")
         # the colour cycle has 10 colours: later curves get another line style and marker
         style = ("-", "o") if i < 10 else ("--", "s")
-        ax.plot(eps, [100 * a for a in acc], linestyle=style[0], marker=style[1], label=name)
-    norm = next(iter(reports.values())).get("norm") or ""
-    ax.set_xlabel(f"ε ({norm})")
+        ax.plot(eps, [100 * a for a in acc], linestyle=style[0], marker=style[1], label=label)
+    first = next(iter(reports.values()))
+    norm = first.get("norm")
+    ax.set_xlabel(eps_label(norm))
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title or "robust accuracy vs ε", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    ax.set_title(title or f"{norm_symbol(norm)} robust accuracy against ε", fontsize=10)
+    suite = first.get("suite")
+    attacks = first.get("attacks")
+    caption = (f"Attacks: the {suite!r} suite" + (f" ({', '.join(attacks)})" if attacks else "")
+               + f" on {first.get('n')} test inputs; ε = 0 is clean accuracy."
+               if suite else "ε = 0 is clean accuracy.")
+    return finish_figure(fig, caption)
 
 
-def plot_loss_slices(curves: Tensor, path: str | Path, *, title: str | None = None,
-                     loss: str = "LM") -> Path:
-    """MMA Fig. 3: one line per example, the loss at positions 0, 0.1, …, 1 along x → x + δ."""
+def plot_robust_accuracy(reports: Mapping[str, Mapping[str, Any]], path: str | Path, *,
+                         title: str | None = None) -> Path:
+    """:func:`robust_accuracy_figure` written to the PNG ``path``; returns the path."""
+    return save_figure(robust_accuracy_figure(reports, title=title), path)
+
+
+_LOSS_UNITS = {"LM": "logit units", "SLM": "logit units", "CW": "logit units", "CE": "nats"}
+
+
+def loss_slices_figure(curves: Tensor, *, title: str | None = None, loss: str = "LM") -> Any:
+    """MMA Fig. 3 (Ding et al. 2020, §2.4): one line per example, the loss ``curves``
+    [B, n] at n positions 0, …, 1 along the segment x → x + δ (:func:`loss_along_ray`).
+    Returns the matplotlib ``Figure``."""
+    from ..figures import finish_figure
+
     plt = pyplot()
     c = curves.detach().float().cpu()
     ts = torch.linspace(0, 1, c.shape[1])
@@ -97,11 +126,21 @@ def plot_loss_slices(curves: Tensor, path: str | Path, *, title: str | None = No
     for row in c:
         ax.plot(ts.numpy(), row.numpy(), color="#3b6ea5", alpha=0.35, lw=1)
     ax.axhline(0, color="#c0392b", lw=1, ls="--")
-    ax.set_xlabel("position along the perturbation (0 = x, 1 = x + δ)")
-    ax.set_ylabel(loss)
-    ax.set_title(title or f"loss along {c.shape[0]} failed PGD perturbations", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    name = loss.upper()
+    ax.set_xlabel("position t along the perturbation (0: x, 1: x + δ; fraction)")
+    ax.set_ylabel(f"{name} ({_LOSS_UNITS.get(name, 'loss value')})")
+    ax.set_title(title or f"{name} along {c.shape[0]} failed PGD perturbations", fontsize=10)
+    caption = ("Each line: one test input x, the loss at x + t·δ, where δ is a PGD perturbation "
+               "(failed: it did not change the prediction). Red dashed line: loss 0"
+               + (", the decision boundary (above it the point is misclassified)." if name == "LM"
+                  else "."))
+    return finish_figure(fig, caption)
+
+
+def plot_loss_slices(curves: Tensor, path: str | Path, *, title: str | None = None,
+                     loss: str = "LM") -> Path:
+    """:func:`loss_slices_figure` written to the PNG ``path``; returns the path."""
+    return save_figure(loss_slices_figure(curves, title=title, loss=loss), path)
 
 
 def write_report(

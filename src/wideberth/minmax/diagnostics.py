@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..fileio import atomic_write_text
 
-__all__ = ["summarize_weights", "plot_weight_trajectory", "save_weights"]
+__all__ = ["summarize_weights", "plot_weight_trajectory", "save_weights", "weight_trajectory_figure"]
 
 
 def _names(k: int, names: Sequence[str] | None) -> list[str]:
@@ -52,13 +52,13 @@ def summarize_weights(w: Tensor, names: Sequence[str] | None = None) -> dict[str
     }
 
 
-def plot_weight_trajectory(
-    w_trajectory: Tensor, path: str | Path, names: Sequence[str] | None = None, *,
-    title: str | None = None,
-) -> Path:
-    """Mean weight of each domain over the APGDA iterations, with the 10–90 % band over
-    rows. ``w_trajectory``: [T+1, B, K]. Writes a PNG and returns its path."""
-    from ..figures import pyplot, save_figure
+def weight_trajectory_figure(
+    w_trajectory: Tensor, names: Sequence[str] | None = None, *, title: str | None = None
+) -> Any:
+    """Mean weight of each domain over the APGDA iterations (Wang et al. 2021, §4.1,
+    Fig. 1c), with the 10–90 % band over rows. ``w_trajectory``: [T+1, B, K] (iterate,
+    row, domain). Returns the matplotlib ``Figure``."""
+    from ..figures import finish_figure, pyplot
 
     if w_trajectory.dim() != 3:
         raise ValueError(f"w_trajectory must have shape [T+1, B, K]; got {list(w_trajectory.shape)}")
@@ -74,13 +74,24 @@ def plot_weight_trajectory(
             lo, hi = torch.quantile(col, 0.1, dim=1), torch.quantile(col, 0.9, dim=1)
             ax.fill_between(t, lo.numpy(), hi.numpy(), color=line.get_color(), alpha=0.15)
     ax.set_xlabel("APGDA iteration")
-    ax.set_ylabel("domain weight")
+    ax.set_ylabel("domain weight (fraction, 0–1)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title or "domain weights (mean, 10–90 % band)", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    ax.set_title(title or "domain weights during the min-max attack", fontsize=10)
+    band = " Shaded band: the 10–90 % range over rows." if wt.shape[1] > 1 else ""
+    return finish_figure(fig, f"Lines: the mean weight over the {wt.shape[1]} rows (examples or "
+                              f"groups) of each domain.{band}")
+
+
+def plot_weight_trajectory(
+    w_trajectory: Tensor, path: str | Path, names: Sequence[str] | None = None, *,
+    title: str | None = None,
+) -> Path:
+    """:func:`weight_trajectory_figure` written to the PNG ``path``; returns the path."""
+    from ..figures import save_figure
+
+    return save_figure(weight_trajectory_figure(w_trajectory, names, title=title), path)
 
 
 def save_weights(w: Tensor, path: str | Path, names: Sequence[str] | None = None,
