@@ -170,11 +170,11 @@ def test_uses_batchnorm_and_construction_leaves_bn_untouched() -> None:
 # ---------------------------------------------------------------- normalisation layers
 
 
-def test_per_image_standardize_moments() -> None:
+def test_per_image_standardize_moments() -> None:  # correction=0: TensorFlow's formula
     torch.manual_seed(0)
     scale = torch.tensor([1.0, 0.5, 0.1, 0.02]).view(4, 1, 1, 1)
     x = torch.rand(4, 3, 32, 32) * scale + 0.3 * (1 - scale)
-    y = PerImageStandardize()(x).flatten(1)
+    y = PerImageStandardize(correction=0)(x).flatten(1)
     assert torch.allclose(y.mean(1), torch.zeros(4), atol=1e-5)
     # population std is 1 (the unbiased std would be sqrt(N/(N-1)) > 1) ...
     assert torch.allclose(y[:3].std(1, correction=0), torch.ones(3), atol=1e-4)
@@ -187,7 +187,7 @@ def test_per_image_standardize_moments() -> None:
 def test_per_image_standardize_matches_tensorflow_example() -> None:
     # tf.image.per_image_standardization docs: values 1..12 in one image
     x = torch.arange(1, 13, dtype=torch.float32).view(1, 3, 2, 2)
-    y = PerImageStandardize()(x).flatten()
+    y = PerImageStandardize(correction=0)(x).flatten()
     assert y[0].item() == pytest.approx(-1.593255, abs=1e-5)
     assert y[-1].item() == pytest.approx(1.593255, abs=1e-5)
     assert y[6].item() == pytest.approx(0.14484136, abs=1e-5)

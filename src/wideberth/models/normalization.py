@@ -12,20 +12,30 @@ __all__ = ["Normalize", "PerImageStandardize"]
 
 
 class PerImageStandardize(nn.Module):
-    """TensorFlow's ``per_image_standardization`` as a layer.
+    """Per-image standardisation as a layer, as in MMA's CIFAR-10 model (Ding et al., ICLR
+    2020; the first layer of its code's WRN-28-4, after TensorFlow's
+    ``per_image_standardization`` of Madry et al. 2018).
 
     For each image ``x`` (all ``N = C*H*W`` values together)::
 
         y = (x - mean(x)) / max(std(x), 1 / sqrt(N))
 
-    ``std`` is the **population** standard deviation (divide by N), as in TensorFlow. The
-    MMA reference code (advertorch's ``PerImageStandardize``) uses torch's unbiased std
-    instead; the relative difference is ``1 - sqrt((N-1)/N)`` ≈ 1.6e-4 for CIFAR (N=3072).
-    The floor ``1/sqrt(N)`` keeps constant images finite (they map to 0), and is applied
-    to the variance (``max(var, 1/N)``) so gradients stay finite there too.
+    With ``correction=1`` (default) ``std`` is the **unbiased** standard deviation (divide
+    by N - 1), as in the MMA code (advertorch's ``PerImageStandardize``), so imported MMA
+    weights give the same logits. ``correction=0`` gives TensorFlow's population standard
+    deviation (divide by N); the two differ by the factor ``sqrt((N-1)/N)`` (1.6e-4
+    relative for CIFAR, N=3072). The floor ``1/sqrt(N)`` keeps constant images finite (they
+    map to 0), and is applied to the variance (``max(var, 1/N)``) so gradients stay finite
+    there too.
 
     Input ``[B, C, H, W]`` (any ``[B, ...]``), output of the same shape. No parameters.
     """
+
+    def __init__(self, correction: int = 1) -> None:
+        super().__init__()
+        if correction not in (0, 1):
+            raise ValueError(f"correction must be 0 (population) or 1 (unbiased), got {correction!r}")
+        self.correction = correction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` standardised per image; same shape as ``x``."""
@@ -33,9 +43,13 @@ class PerImageStandardize(nn.Module):
         n = flat.shape[1]
         mean = flat.mean(dim=1, keepdim=True)
         centered = flat - mean
-        var = centered.pow(2).mean(dim=1, keepdim=True)
+        var = centered.pow(2).sum(dim=1, keepdim=True) / max(n - self.correction, 1)
         std = var.clamp_min(1.0 / n).sqrt()
         return (centered / std).view_as(x)
+
+    def extra_repr(self) -> str:
+        """The standard-deviation correction, for ``repr``."""
+        return f"correction={self.correction}"
 
 
 class Normalize(nn.Module):

@@ -2,17 +2,35 @@
 
 Each model family module registers its builders with :func:`register_model` when it is
 imported; importing :mod:`wideberth.models` imports all of them, so :data:`MODELS` is
-complete whenever any of its modules is in use.
+complete whenever any of its modules is in use. :func:`build_model` also accepts an import
+path ``package.module:factory`` and the names installed packages register in the
+``wideberth.models`` entry-point group (:mod:`wideberth.models.external`);
+:func:`model_record` says where a spec's model comes from (recorded in checkpoints) and
+:func:`rebuild_model` builds it again from that record in a fresh process.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from .external import (
+    ModelSpecError,
+    call_factory,
+    entry_point_names,
+    factory_from_record,
+    is_import_path,
+    resolve_factory,
+    verify_model,
+)
 
 __all__ = [
     "MODELS",
@@ -21,6 +39,8 @@ __all__ = [
     "ModelEntry",
     "build_model",
     "list_models",
+    "model_record",
+    "rebuild_model",
     "register_model",
     "uses_batchnorm",
 ]
@@ -73,8 +93,9 @@ def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
 
 
 def list_models() -> list[str]:
-    """Sorted names of the registered models."""
-    return sorted(MODELS)
+    """Sorted names of the registered models and of the models installed packages register
+    in the ``wideberth.models`` entry-point group (listed without loading them)."""
+    return sorted(set(MODELS) | set(entry_point_names()))
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> InputShape:
@@ -85,16 +106,52 @@ def _check_input_shape(input_shape: Sequence[int]) -> InputShape:
     return shape
 
 
+def _unknown(name: str) -> ModelSpecError:
+    return ModelSpecError(
+        f"unknown model {name!r}; valid models: {', '.join(list_models())}; or give an "
+        "import path 'package.module:factory' (e.g. 'mynet:build' for a mynet.py in the "
+        "current directory)"
+    )
+
+
+def _finish(model: nn.Module) -> nn.Module:
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        # Module.to accepts memory_format at run time; torch's type stubs leave it out.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+
+
+def _build_external(
+    factory: Callable[..., Any], spec: str, shape: InputShape, num_classes: int,
+    params: dict[str, Any],
+) -> nn.Module:
+    model = call_factory(factory, spec, shape, num_classes, params)
+    return _finish(verify_model(model, spec, shape, num_classes))
+
+
 def build_model(
     name: str, input_shape: tuple[int, int, int], num_classes: int, **kwargs: object
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a model from its spec: a registry name, a name an installed package registers
+    in the ``wideberth.models`` entry-point group, or an import path
+    ``package.module:factory`` (the attribute may be dotted; the current directory is on
+    ``sys.path`` for the import, as with ``python -m``).
+
+    A factory (import path or entry point) is called with ``**kwargs`` plus
+    ``input_shape`` and ``num_classes`` when its signature names them (or takes
+    ``**kwargs``); it may be a class. Its result must be an ``nn.Module`` whose eval-mode,
+    no-grad forward pass of zeros ``[1, C, H, W]`` gives logits ``[1, K]``.
 
     Args:
-        name: registry name (see :func:`list_models`).
+        name: the model spec (see :func:`list_models` for the names).
         input_shape: ``(C, H, W)`` of one input image, pixels in [0, 1].
         num_classes: number of logits K.
-        **kwargs: model options (see ``MODELS[name].options``).
+        **kwargs: model options (``MODELS[name].options``) or the factory's parameters.
 
     Returns:
         An ``nn.Module`` in train mode mapping ``[B, C, H, W]`` to logits ``[B, K]``.
@@ -104,12 +161,19 @@ def build_model(
         and inputs may stay in the default layout.
 
     Raises:
-        ValueError: unknown name (message lists the valid names), unknown option
-            (message lists the valid options), bad ``input_shape``/``num_classes``, or an
-            input too small for the architecture.
+        ModelSpecError (a ValueError): unknown name (message lists the valid names), a
+            module or factory that cannot be found, params the factory does not take, or a
+            result of the wrong type or output shape.
+        ValueError: unknown registry option (message lists the valid options), bad
+            ``input_shape``/``num_classes``, or an input too small for the architecture.
     """
+    shape = _check_input_shape(input_shape)
+    _check_num_classes(num_classes)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+        found = resolve_factory(name)
+        if found is None:
+            raise _unknown(name)
+        return _build_external(found[0], name, shape, num_classes, dict(kwargs))
     entry = MODELS[name]
     valid = entry.options
     bad = sorted(set(kwargs) - set(valid))
@@ -118,14 +182,82 @@ def build_model(
             f"unknown option(s) {', '.join(bad)} for model {name!r}; "
             f"valid options: {', '.join(sorted(valid)) or '(none)'}"
         )
-    shape = _check_input_shape(input_shape)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    model = entry.builder(shape, num_classes, **kwargs)
-    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        # Module.to accepts memory_format at run time; torch's type stubs leave it out.
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return model
+    return _finish(entry.builder(shape, num_classes, **kwargs))
+
+
+def model_record(name: str) -> dict[str, Any]:
+    """Where the model ``name`` comes from, as a JSON-able dict for checkpoints.
+
+    Keys: ``source`` (``"registry"`` for wideberth's own models, ``"registered"`` for a
+    builder registered with :func:`register_model` elsewhere, ``"import"``,
+    ``"entry-point"``), ``spec``, ``module``, ``file`` (absolute path of the module) and
+    ``distribution`` (entry points). Resolving imports an import path's module and loads an
+    entry point, so a missing module or factory fails here, before any data loads.
+
+    Raises:
+        ModelSpecError: unknown name, or a module or factory that cannot be found.
+    """
+    if name in MODELS:
+        builder = MODELS[name].builder
+        module = getattr(builder, "__module__", "") or ""
+        file = getattr(sys.modules.get(module), "__file__", None)
+        return {
+            "source": "registry" if module.startswith("wideberth.") else "registered",
+            "spec": name, "module": module, "file": str(Path(file).resolve()) if file else None,
+            "distribution": None,
+        }
+    found = resolve_factory(name)
+    if found is None:
+        raise _unknown(name)
+    return found[1].to_dict()
+
+
+def _registered_elsewhere(record: dict[str, Any]) -> ModelSpecError:
+    name, module = record.get("spec"), record.get("module")
+    return ModelSpecError(
+        f"model {name!r} was registered in Python with register_model (in module "
+        f"{module!r}) by the process that trained this run, so a fresh process cannot "
+        "rebuild it: import the code that registers it before loading, or train with an "
+        "import path model.name='package.module:factory' (e.g. 'mynet:build'), which "
+        "checkpoints record and every process can rebuild"
+    )
+
+
+def rebuild_model(
+    record: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int,
+    **kwargs: object,
+) -> nn.Module:
+    """Build a model again from its :func:`model_record` (as a checkpoint stores it).
+
+    An import path whose module is not importable here (another working directory, a fresh
+    process) is loaded from its recorded absolute file. A builder that was registered with
+    :func:`register_model` outside wideberth is re-registered by importing its recorded
+    module when that is possible (not ``__main__``); otherwise the error says why it cannot
+    be rebuilt and suggests the import-path form. Same return and errors as
+    :func:`build_model`.
+    """
+    name = str(record["spec"])
+    source = record.get("source")
+    if source in ("import", "entry-point") and name not in MODELS:
+        shape = _check_input_shape(input_shape)
+        _check_num_classes(num_classes)
+        return _build_external(factory_from_record(record), name, shape, num_classes,
+                               dict(kwargs))
+    if source == "registered" and name not in MODELS:
+        module = record.get("module")
+        if module and module != "__main__":
+            try:
+                importlib.import_module(str(module))
+            except ImportError as exc:
+                raise _registered_elsewhere(record) from exc
+        if name not in MODELS:
+            raise _registered_elsewhere(record)
+    if name not in MODELS and not is_import_path(name) and resolve_factory(name) is None:
+        raise ModelSpecError(
+            f"{_unknown(name)}; if the run was trained with a model registered in Python "
+            "(register_model), register it again before loading, or use an import path"
+        )
+    return build_model(name, input_shape, num_classes, **kwargs)
 
 
 def uses_batchnorm(model: nn.Module) -> bool:

@@ -1,5 +1,5 @@
 """Pre-activation WideResNet (Zagoruyko & Komodakis 2016): the CIFAR-10 nets of MMA
-(``wrn-28-4``) and TRADES (``wrn-34-10``)."""
+(``wrn-28-4``), TRADES (``wrn-34-10``) and RobustBench's standard WRN-28-10 (``wrn-28-10``)."""
 
 from __future__ import annotations
 
@@ -75,8 +75,11 @@ class WideResNet(nn.Module):
         depth: 6n + 4 (28 → n=4, 34 → n=5).
         widen: widen factor k.
         dropout: dropout rate inside blocks (0 in MMA and TRADES).
-        sub_block1: add TRADES' **unused** ``sub_block1`` group (same shape as ``block1``)
-            so TRADES checkpoints load with all keys; it never enters ``forward``.
+        sub_block1: add TRADES' **unused** ``sub_block1`` group (same shape as ``block1``);
+            it never enters ``forward``. With it, a TRADES state dict converted by
+            :func:`wideberth.models.import_weights` (``source="trades"``) loads with all
+            its keys; without it (the default) the import drops the ``sub_block1`` entries.
+        bias_last: give the final Linear a bias (RobustBench's ``bias_last``; default True).
 
     Input ``[B, C, H, W]``; output logits ``[B, num_classes]``.
     """
@@ -89,6 +92,7 @@ class WideResNet(nn.Module):
         widen: int = 4,
         dropout: float = 0.0,
         sub_block1: bool = False,
+        bias_last: bool = True,
     ) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6 != 0:
@@ -103,7 +107,7 @@ class WideResNet(nn.Module):
         self.block2 = _wide_group(n, widths[1], widths[2], 2, dropout)
         self.block3 = _wide_group(n, widths[2], widths[3], 2, dropout)
         self.bn1 = nn.BatchNorm2d(widths[3])
-        self.fc = nn.Linear(widths[3], num_classes)
+        self.fc = nn.Linear(widths[3], num_classes, bias=bias_last)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
@@ -111,7 +115,7 @@ class WideResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+            elif isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,17 +138,20 @@ def _build_wrn_28_4(
     widen: int = 4,
     dropout: float = 0.0,
     standardize: bool = True,
+    correction: int = 1,
 ) -> nn.Module:
     """MMA's CIFAR-10 model (Ding et al., ICLR 2020; advertorch ``get_cifar10_wrn28_widen_factor``).
 
     ``nn.Sequential(PerImageStandardize(), WideResNet(depth=28, widen=4))``: the
     standardisation is the model's first layer, as in the MMA code; ``standardize=False``
-    drops it. Has BatchNorm. Output ``[B, num_classes]``.
+    drops it. ``correction=1`` divides by the unbiased standard deviation, as the MMA code
+    does (``correction=0``: TensorFlow's population one). Has BatchNorm. Output
+    ``[B, num_classes]``.
     """
     net = WideResNet(input_shape[0], num_classes, depth=depth, widen=widen, dropout=dropout)
     if not standardize:
         return net
-    return nn.Sequential(PerImageStandardize(), net)
+    return nn.Sequential(PerImageStandardize(correction=correction), net)
 
 
 @register_model(
@@ -158,18 +165,42 @@ def _build_wrn_34_10(
     widen: int = 10,
     dropout: float = 0.0,
     sub_block1: bool = False,
+    bias_last: bool = True,
 ) -> nn.Module:
-    """TRADES' CIFAR-10 model (Zhang et al. 2019, ``models/wideresnet.py``).
+    """TRADES' CIFAR-10 model (Zhang et al. 2019, ``models/wideresnet.py``), also
+    RobustBench's WRN-34-10 architecture.
 
     A :class:`WideResNet` of depth 34, widen 10 (≈46.2M parameters), no input
-    normalisation. ``sub_block1=True`` adds TRADES' unused ``sub_block1`` parameters for
-    checkpoint compatibility. Has BatchNorm. Output ``[B, num_classes]``.
+    normalisation. ``sub_block1=True`` adds TRADES' unused ``sub_block1`` parameters, so
+    an imported TRADES state dict keeps all its keys. Has BatchNorm. Output
+    ``[B, num_classes]``.
     """
     return WideResNet(
-        input_shape[0],
-        num_classes,
-        depth=depth,
-        widen=widen,
-        dropout=dropout,
-        sub_block1=sub_block1,
+        input_shape[0], num_classes, depth=depth, widen=widen, dropout=dropout,
+        sub_block1=sub_block1, bias_last=bias_last,
+    )
+
+
+@register_model(
+    "wrn-28-10",
+    "RobustBench's standard CIFAR-10 net: pre-activation WideResNet-28-10, no normalisation",
+)
+def _build_wrn_28_10(
+    input_shape: InputShape,
+    num_classes: int,
+    depth: int = 28,
+    widen: int = 10,
+    dropout: float = 0.0,
+    sub_block1: bool = False,
+    bias_last: bool = True,
+) -> nn.Module:
+    """RobustBench's WideResNet-28-10 (``model_zoo/architectures/wide_resnet.py``; Croce et
+    al. 2021, the ``Standard`` CIFAR-10 entry and many adversarially trained ones).
+
+    A :class:`WideResNet` of depth 28, widen 10 (≈36.5M parameters), no input
+    normalisation. Has BatchNorm. Output ``[B, num_classes]``.
+    """
+    return WideResNet(
+        input_shape[0], num_classes, depth=depth, widen=widen, dropout=dropout,
+        sub_block1=sub_block1, bias_last=bias_last,
     )
