@@ -211,10 +211,10 @@ def resolve_factory(spec: str) -> tuple[Callable[..., Any], ModelSource] | None:
             f"model {spec!r} from package {dist!r}: entry point {ep.value!r} is a "
             f"{type(factory).__name__}, not a callable"
         )
-    module = sys.modules.get(ep.value.partition(":")[0].strip())
     mod_name = ep.value.partition(":")[0].strip()
+    ep_module = sys.modules.get(mod_name)
     return factory, ModelSource(
-        "entry-point", spec, mod_name, _module_file(module) if module else None, dist
+        "entry-point", spec, mod_name, _module_file(ep_module) if ep_module else None, dist
     )
 
 
@@ -235,8 +235,10 @@ def factory_from_record(record: dict[str, Any]) -> Callable[..., Any]:
             )
         return found[0]
     mod_name, _, attr = spec.partition(":")
-    module = sys.modules.get(mod_name)
-    if module is None:
+    loaded = sys.modules.get(mod_name)
+    if loaded is not None:
+        module = loaded
+    else:
         try:
             module = _import_module(mod_name, spec)
         except ModelSpecError:
@@ -244,7 +246,7 @@ def factory_from_record(record: dict[str, Any]) -> Callable[..., Any]:
             if not file:
                 raise
             module = _import_file(mod_name, str(file), spec)
-    return _attribute(module, attr, spec)  # type: ignore[no-any-return]
+    return _attribute(module, attr, spec)
 
 
 def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
