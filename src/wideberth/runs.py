@@ -10,10 +10,17 @@ import torch
 from torch import nn
 
 from .config import Config, config_from_dict
-from .models import build_model
-from .train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta
+from .models import build_model, is_safetensors_file, rebuild_model
+from .train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    not_a_checkpoint_message,
+    read_checkpoint_meta,
+)
 
-__all__ = ["resolve_checkpoint", "load_model", "run_info", "load_run_config"]
+__all__ = [
+    "load_model", "load_run_config", "resolve_checkpoint", "run_info",
+]
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
@@ -21,6 +28,8 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
     ``checkpoints/<which>.safetensors`` (``best`` falls back to ``last``)."""
     path = Path(path)
     if path.is_file():
+        if not is_safetensors_file(path):
+            raise CheckpointError(not_a_checkpoint_message(path))
         return path
     if path.is_dir():
         candidates = [which] + (["last"] if which == "best" else [])
@@ -47,13 +56,27 @@ def load_model(
 
     Returns an ``nn.Module`` in eval mode on ``device`` whose inputs are images in [0, 1]
     (normalisation, if any, is a layer inside it) and whose outputs are logits [B, K].
+
+    The model is rebuilt from the checkpoint's record of where it came from
+    (:func:`wideberth.models.rebuild_model`): a registry name, an installed package's
+    entry point, or an import path ``package.module:factory`` (loaded from its recorded
+    file when the module is not importable here), so a fresh process in any directory
+    needs no registration code. A model registered only in Python (``register_model`` in a
+    script) cannot be rebuilt so; the error says so and suggests the import-path form.
+
+    Raises:
+        CheckpointError: no checkpoint there, or a file that is not a wideberth checkpoint.
+        ModelSpecError (a ValueError): the model cannot be rebuilt here.
     """
     ckpt = load_checkpoint(resolve_checkpoint(path, which), device=device)
     cfg = config_from_dict(ckpt.meta["config"])
     data = ckpt.meta["data"]
-    model = build_model(
-        cfg.model.name, tuple(data["input_shape"]), data["num_classes"], **cfg.model.params
-    )
+    shape, k = tuple(data["input_shape"]), data["num_classes"]
+    record = ckpt.meta.get("model") or {}
+    if "source" in record and "spec" in record:
+        model = rebuild_model(record, shape, k, **cfg.model.params)
+    else:  # checkpoints written before the model's source was recorded
+        model = build_model(cfg.model.name, shape, k, **cfg.model.params)
     model.load_state_dict(ckpt.model)
     return model.to(device).eval()
 

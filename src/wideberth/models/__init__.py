@@ -59,6 +59,14 @@ from __future__ import annotations
 from .external import ENTRY_POINT_GROUP, ModelSource, ModelSpecError
 from .fully_connected import MLP
 from .normalization import Normalize, PerImageStandardize
+from .published import (
+    IMPORT_SOURCES,
+    ImportedWeights,
+    PublishedWeightsError,
+    default_input_shape,
+    import_published,
+    import_weights,
+)
 from .registry import (
     MODELS,
     Builder,
@@ -70,14 +78,6 @@ from .registry import (
     rebuild_model,
     register_model,
     uses_batchnorm,
-)
-from .published import (
-    IMPORT_SOURCES,
-    ImportedWeights,
-    PublishedWeightsError,
-    default_input_shape,
-    import_published,
-    import_weights,
 )
 from .resnet import PreActResNet, ResNet
 from .small_cnns import CNNSmall, LeNet5Madry, SmallCNN

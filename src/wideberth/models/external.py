@@ -43,6 +43,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "ModelSpecError",
     "ModelSource",
+    "bind_factory",
     "call_factory",
     "entry_point_names",
     "factory_from_record",
@@ -256,14 +257,16 @@ def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
-def call_factory(
+def bind_factory(
     factory: Callable[..., Any],
     spec: str,
     input_shape: tuple[int, int, int],
     num_classes: int,
     params: dict[str, Any],
-) -> Any:
-    """Call ``factory(**params)``, adding ``input_shape`` and ``num_classes`` if it accepts them.
+) -> dict[str, Any]:
+    """The keyword arguments :func:`call_factory` passes: ``params`` plus ``input_shape``
+    and ``num_classes`` where the factory's signature names them (or takes ``**kwargs``),
+    checked against the signature without calling the factory.
 
     Raises:
         ModelSpecError: params the factory does not take, or required parameters missing
@@ -271,24 +274,35 @@ def call_factory(
     """
     sig = _signature(factory)
     kwargs = dict(params)
-    if sig is not None:
-        ps = sig.parameters
-        var_kw = any(p.kind is p.VAR_KEYWORD for p in ps.values())
-        for name, value in (("input_shape", input_shape), ("num_classes", num_classes)):
-            if (name in ps or var_kw) and name not in kwargs:
-                kwargs[name] = value
-        try:
-            sig.bind(**kwargs)
-        except TypeError as exc:
-            listed = ", ".join(
-                str(p) for p in ps.values() if p.kind not in (p.VAR_POSITIONAL,)
-            )
-            raise ModelSpecError(
-                f"model {spec!r}: bad params {sorted(params)} ({exc}); the factory takes: "
-                f"{listed or '(no parameters)'} (input_shape and num_classes are passed when "
-                "named); set the others with model.params"
-            ) from exc
-    return factory(**kwargs)
+    if sig is None:
+        return kwargs
+    ps = sig.parameters
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in ps.values())
+    for name, value in (("input_shape", input_shape), ("num_classes", num_classes)):
+        if (name in ps or var_kw) and name not in kwargs:
+            kwargs[name] = value
+    try:
+        sig.bind(**kwargs)
+    except TypeError as exc:
+        listed = ", ".join(str(p) for p in ps.values() if p.kind is not p.VAR_POSITIONAL)
+        raise ModelSpecError(
+            f"model {spec!r}: bad params {sorted(params)} ({exc}); the factory takes: "
+            f"{listed or '(no parameters)'} (input_shape and num_classes are passed when "
+            "named); set the others with model.params"
+        ) from exc
+    return kwargs
+
+
+def call_factory(
+    factory: Callable[..., Any],
+    spec: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    params: dict[str, Any],
+) -> Any:
+    """Call ``factory(**params)``, adding ``input_shape`` and ``num_classes`` if it accepts
+    them (:func:`bind_factory`); same errors."""
+    return factory(**bind_factory(factory, spec, input_shape, num_classes, params))
 
 
 def verify_model(model: Any, spec: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:

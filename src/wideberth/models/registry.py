@@ -24,6 +24,7 @@ from torch import nn
 
 from .external import (
     ModelSpecError,
+    bind_factory,
     call_factory,
     entry_point_names,
     factory_from_record,
@@ -174,42 +175,52 @@ def build_model(
         if found is None:
             raise _unknown(name)
         return _build_external(found[0], name, shape, num_classes, dict(kwargs))
-    entry = MODELS[name]
-    valid = entry.options
+    _check_options(name, dict(kwargs))
+    return _finish(MODELS[name].builder(shape, num_classes, **kwargs))
+
+
+def _check_options(name: str, kwargs: dict[str, Any]) -> None:
+    valid = MODELS[name].options
     bad = sorted(set(kwargs) - set(valid))
     if bad:
-        raise ValueError(
+        raise ModelSpecError(
             f"unknown option(s) {', '.join(bad)} for model {name!r}; "
             f"valid options: {', '.join(sorted(valid)) or '(none)'}"
         )
-    return _finish(entry.builder(shape, num_classes, **kwargs))
 
 
-def model_record(name: str) -> dict[str, Any]:
+def model_record(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where the model ``name`` comes from, as a JSON-able dict for checkpoints.
 
     Keys: ``source`` (``"registry"`` for wideberth's own models, ``"registered"`` for a
     builder registered with :func:`register_model` elsewhere, ``"import"``,
-    ``"entry-point"``), ``spec``, ``module``, ``file`` (absolute path of the module) and
-    ``distribution`` (entry points). Resolving imports an import path's module and loads an
-    entry point, so a missing module or factory fails here, before any data loads.
+    ``"entry-point"``), ``spec``, ``module``, ``file`` (absolute path of the module),
+    ``distribution`` (entry points) and ``params`` (the model's keyword arguments).
+    Resolving imports an import path's module and loads an entry point, and ``params`` are
+    checked against the builder's options or the factory's signature (nothing is built), so
+    a missing module or factory or a bad parameter fails here, before any data loads.
 
     Raises:
-        ModelSpecError: unknown name, or a module or factory that cannot be found.
+        ModelSpecError: unknown name, a module or factory that cannot be found, or params
+            the builder or factory does not take.
     """
+    params = dict(params or {})
     if name in MODELS:
+        _check_options(name, params)
         builder = MODELS[name].builder
         module = getattr(builder, "__module__", "") or ""
         file = getattr(sys.modules.get(module), "__file__", None)
         return {
             "source": "registry" if module.startswith("wideberth.") else "registered",
             "spec": name, "module": module, "file": str(Path(file).resolve()) if file else None,
-            "distribution": None,
+            "distribution": None, "params": params,
         }
     found = resolve_factory(name)
     if found is None:
         raise _unknown(name)
-    return found[1].to_dict()
+    factory, source = found
+    bind_factory(factory, name, (1, 1, 1), 1, params)
+    return {**source.to_dict(), "params": params}
 
 
 def _registered_elsewhere(record: dict[str, Any]) -> ModelSpecError:

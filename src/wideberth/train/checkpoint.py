@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..fileio import replace_atomically
+from ..models import is_safetensors_file
 
 __all__ = [
     "FORMAT",
@@ -37,6 +38,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint_meta",
+    "not_a_checkpoint_message",
     "optimizer_to_flat",
     "optimizer_from_flat",
 ]
@@ -139,6 +141,18 @@ def save_checkpoint(
     return path
 
 
+def not_a_checkpoint_message(path: str | Path) -> str:
+    """What to say about a file that is not a safetensors file (a ``.pt``, ``.pth``, ...)."""
+    return (
+        f"{path} is not a wideberth checkpoint (not a safetensors file: a .pt/.pth file of "
+        "another training script, or a damaged checkpoint). To use bare weights, name the "
+        "model: `--model SPEC --weights FILE` (SPEC a registry name or "
+        "'package.module:factory'); to turn a TRADES, MMA or RobustBench checkpoint into a "
+        "run folder: `wideberth import FILE --from trades|mma|robustbench --model NAME "
+        "--out RUN`"
+    )
+
+
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a checkpoint, without loading its tensors."""
     path = Path(path)
@@ -148,6 +162,8 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint {path} does not exist") from exc
     except (SafetensorError, OSError) as exc:
+        if not is_safetensors_file(path):
+            raise CheckpointError(not_a_checkpoint_message(path)) from exc
         raise CheckpointError(
             f"{path} is not a readable safetensors checkpoint ({exc}); it may be truncated: "
             "use another checkpoint of the run (checkpoints/last.safetensors or best.safetensors)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from ..config import Config, ConfigError, OptimConfig, config_to_dict
 from ..data import DataSplits, build_splits, num_batches
 from ..example_state import ExampleState
 from ..methods import Method, build_method
-from ..models import build_model
+from ..models import build_model, model_record
 from .selection import VALIDATION_METRICS
 
 __all__ = ["RunParts", "build_run_parts", "derive_seed", "make_optimizer", "resolve_device"]
@@ -83,6 +83,7 @@ class RunParts:
     steps_per_epoch: int
     total_steps: int
     total_epochs: int
+    model_source: dict[str, Any] = field(default_factory=dict)
 
     def checkpoint_meta(self, **extra: Any) -> dict[str, Any]:
         """A checkpoint's metadata: the config, data, model, budget and versions, then ``extra``."""
@@ -99,6 +100,7 @@ class RunParts:
             "model": {
                 "name": self.cfg.model.name,
                 "num_parameters": sum(p.numel() for p in self.model.parameters()),
+                **self.model_source,  # source, spec, module, file, distribution, params
             },
             "total_steps": self.total_steps,
             "steps_per_epoch": self.steps_per_epoch,
@@ -113,6 +115,8 @@ def build_run_parts(cfg: Config) -> RunParts:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     d = cfg.data
+    # Resolve the model spec first: a missing module/factory or a bad param fails before data loads.
+    model_source = model_record(cfg.model.name, cfg.model.params)
     splits = build_splits(d)  # the whole DataConfig; spec paths made absolute in cfg.data
     info = splits.info
     augment = _augment_kind(cfg, splits)
@@ -142,5 +146,5 @@ def build_run_parts(cfg: Config) -> RunParts:
     method.bind_train_data(splits.train, d.eval_batch_size)
     return RunParts(
         cfg, device, splits, augment, model, method, optimizer, state, steps_per_epoch, total_steps,
-        total_epochs,
+        total_epochs, model_source,
     )
