@@ -1,4 +1,5 @@
-"""Run folders and checkpoints from the user's side: find, describe, load a model."""
+"""Run folders and checkpoints from the user's side: find, describe, load a model, and make
+a run folder of a published checkpoint (:func:`import_checkpoint`)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config, config_from_dict
-from .models import build_model, is_safetensors_file, rebuild_model
+from ._version import __version__
+from .config import Config, config_from_dict, config_to_dict
+from .data import dataset_info, resolve_data_config
+from .models import build_model, import_published, is_safetensors_file, model_record, rebuild_model
 from .train.checkpoint import (
     CheckpointError,
     load_checkpoint,
     not_a_checkpoint_message,
     read_checkpoint_meta,
+    save_checkpoint,
 )
+from .train.run_folder import RunFolder
 
 __all__ = [
-    "load_model", "load_run_config", "resolve_checkpoint", "run_info",
+    "default_dataset", "import_checkpoint", "load_model", "load_run_config",
+    "resolve_checkpoint", "run_info",
 ]
 
 
@@ -100,3 +106,113 @@ def run_info(path: str | Path) -> dict[str, Any]:
     if results is not None and results.exists():
         info["test"] = json.loads(results.read_text()).get("test")
     return info
+
+
+_MNIST_MODELS = ("smallcnn", "lenet5-madry")
+
+
+def default_dataset(model: str) -> str:
+    """The dataset a published ``model`` was trained on: ``mnist`` for ``smallcnn`` and
+    ``lenet5-madry`` (TRADES', MMA's MNIST nets), else ``cifar10`` (the WRNs, ResNets)."""
+    return "mnist" if model in _MNIST_MODELS else "cifar10"
+
+
+def _clear_run(folder: RunFolder) -> None:
+    """Remove the files a run folder holds (and nothing else in the folder)."""
+    for f in (folder.config, folder.metrics, folder.results,
+              folder.checkpoint("best"), folder.checkpoint("last")):
+        f.unlink(missing_ok=True)
+
+
+def import_checkpoint(
+    file: str | Path,
+    source: str,
+    model: str,
+    out: str | Path,
+    *,
+    data: str | None = None,
+    params: dict[str, Any] | None = None,
+    force: bool = False,
+) -> Path:
+    """Make the run folder ``out`` of a published checkpoint, usable by :func:`load_model`,
+    ``wideberth evaluate RUN``, ``wideberth info RUN`` and every other command.
+
+    The file is read safely (safetensors, or ``torch.load(weights_only=True)`` only), its
+    container and ``module.`` prefix unwrapped, its parameters renamed to the registry
+    model's and loaded strictly (:func:`wideberth.models.import_published`; sources:
+    TRADES, Zhang et al., ICML 2019; MMA training, Ding et al., ICLR 2020; RobustBench,
+    Croce et al., NeurIPS 2021 Datasets and Benchmarks). ``out`` gets the trainer's layout:
+    ``config.yaml``, an empty ``metrics.jsonl`` and ``checkpoints/best.safetensors`` =
+    ``last.safetensors`` (model weights only, position 0). The checkpoint's metadata records
+    the provenance under ``"imported"``: source, original file name, its SHA-256, the
+    ``{their name: our name}`` map and any dropped / filled names.
+
+    Args:
+        file: the published weights file.
+        source: ``"trades"``, ``"mma"`` or ``"robustbench"``.
+        model: the registry model (``wideberth.models.IMPORT_SOURCES[source]`` lists them).
+        out: the run folder to create.
+        data: the dataset (name or spec) the run is evaluated on; default
+            :func:`default_dataset` (``mnist`` / ``cifar10``). Its input shape and class count
+            must fit the weights.
+        params: registry options of ``model`` (e.g. ``{"sub_block1": True}``).
+        force: replace the run files of an existing run folder.
+
+    Returns:
+        ``out`` as a ``Path``.
+
+    Raises:
+        FileExistsError: ``out`` already holds a run and ``force`` is false.
+        ValueError: unknown source or model, the weights do not fit (keys listed), the file
+            is refused, or the dataset's classes differ from the weights'.
+    """
+    folder = RunFolder(out)
+    if folder.path.exists() and not force and (
+        folder.holds_run() or folder.config.exists() or folder.checkpoint("best").exists()
+    ):
+        raise FileExistsError(
+            f"{folder.path} already holds a run; choose another --out or pass --force "
+            "(force=True) to replace its run files"
+        )
+    cfg = Config()
+    cfg.data.name = data if data is not None else default_dataset(model)
+    cfg.data = resolve_data_config(cfg.data)
+    info = dataset_info(cfg.data.name, cfg.data.data_dir)
+    options = dict(params or {})
+    imported = import_published(
+        Path(file), source, model, tuple(info.input_shape), None, **options
+    )
+    with torch.no_grad():  # the model is in eval mode
+        k = int(imported.model(torch.zeros(1, *info.input_shape)).shape[1])
+    if k != info.num_classes:
+        raise ValueError(
+            f"the weights in {file} give {k} logits but dataset {cfg.data.name!r} has "
+            f"{info.num_classes} classes; name the dataset they were trained on with --data"
+        )
+    cfg.model.name = model
+    cfg.model.params = options
+    net = imported.model
+    meta: dict[str, Any] = {
+        "config": config_to_dict(cfg),
+        "data": {"name": info.name, "input_shape": list(info.input_shape),
+                 "num_classes": info.num_classes, "num_train": 0, "num_val": 0},
+        "model": {"name": model, "num_parameters": sum(p.numel() for p in net.parameters()),
+                  **model_record(model, options)},
+        "position": {"epoch": 0, "batch_in_epoch": 0, "step": 0},
+        "best": None,
+        "total_steps": 0,
+        "steps_per_epoch": 0,
+        "versions": {"wideberth": __version__, "torch": torch.__version__},
+        "imported": {
+            "source": source, "file_name": imported.file_name, "sha256": imported.sha256,
+            "name_map": imported.name_map, "dropped": imported.dropped,
+            "filled": imported.filled,
+        },
+    }
+    if force:
+        _clear_run(folder)
+    folder.create(cfg)
+    state = net.state_dict()
+    for which in ("last", "best"):
+        save_checkpoint(folder.checkpoint(which), model_state=state, meta=meta, save_rng=False)
+    return folder.path

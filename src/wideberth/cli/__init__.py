@@ -13,13 +13,22 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import attack_cmd, evaluate_cmd, info_cmd, margins_cmd, minmax_cmd, plot_cmd, train_cmd
+from . import (
+    attack_cmd,
+    evaluate_cmd,
+    import_cmd,
+    info_cmd,
+    margins_cmd,
+    minmax_cmd,
+    plot_cmd,
+    train_cmd,
+)
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: the command modules, in the order ``wideberth --help`` lists their commands
 COMMAND_MODULES = (train_cmd, evaluate_cmd, attack_cmd, margins_cmd, plot_cmd, minmax_cmd,
-                   info_cmd)
+                   info_cmd, import_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
