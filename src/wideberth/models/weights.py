@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,13 +94,14 @@ def unwrap_state_dict(obj: Any, *, source: str = "the weights") -> dict[str, Ten
     return state
 
 
-def _refusal_detail(exc: Exception) -> str:
-    """The line of torch's refusal that names what the file wanted to build."""
-    for line in str(exc).splitlines():
-        if "Unsupported" in line or "WeightsUnpickler error" in line:
-            text = line.strip()
-            return text.split(" was not an allowed global")[0] + " is not allowed"
-    return type(exc).__name__
+def _refused_global(exc: Exception) -> str | None:
+    """The global (``module.name``) the restricted unpickler refused to build, or ``None``
+    when the error is not such a refusal (a damaged or foreign file)."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return found.group(1)
+    return "an object" if "Unsupported class" in text else None
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
@@ -130,13 +132,19 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        refused = _refused_global(exc)
+        if refused is None:
+            raise WeightsError(
+                f"{path} is neither a safetensors file nor a readable torch.save file "
+                "(the restricted unpickler cannot parse it: a damaged or foreign file)"
+            ) from None
         raise WeightsError(
-            f"refused to read {path}: it holds Python objects beyond tensors and containers, "
-            "and loading them would run code from the file (full unpickling), which wideberth "
-            "never does. Fix: in the environment that made it, re-save only the weights, "
-            "torch.save(model.state_dict(), 'weights.pt'), or convert them to safetensors "
-            "(safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')). "
-            f"({_refusal_detail(exc)})"
+            f"refused to read {path}: it holds Python objects beyond tensors and containers "
+            f"(it asks for {refused}), and loading them would run code from the file (full "
+            "unpickling), which wideberth never does. Fix: in the environment that made it, "
+            "re-save only the weights, torch.save(model.state_dict(), 'weights.pt'), or "
+            "convert them to safetensors "
+            "(safetensors.torch.save_file(model.state_dict(), 'weights.safetensors'))."
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise WeightsError(

@@ -76,9 +76,12 @@ class WideResNet(nn.Module):
         widen: widen factor k.
         dropout: dropout rate inside blocks (0 in MMA and TRADES).
         sub_block1: add TRADES' **unused** ``sub_block1`` group (same shape as ``block1``);
-            it never enters ``forward``. With it, a TRADES state dict converted by
-            :func:`wideberth.models.import_weights` (``source="trades"``) loads with all
-            its keys; without it (the default) the import drops the ``sub_block1`` entries.
+            it never enters ``forward``. A TRADES (or RobustBench) file does **not** load
+            into this module with ``load_state_dict``: its names differ
+            (``block1.layer.0.convShortcut`` vs ``block1.0.conv_shortcut``). Import it with
+            :func:`wideberth.models.import_weights` (``source="trades"``), which renames the
+            keys and loads strictly; it drops the ``sub_block1`` entries unless the model is
+            built with ``sub_block1=True``, which keeps them.
         bias_last: give the final Linear a bias (RobustBench's ``bias_last``; default True).
 
     Input ``[B, C, H, W]``; output logits ``[B, num_classes]``.
@@ -172,7 +175,9 @@ def _build_wrn_34_10(
 
     A :class:`WideResNet` of depth 34, widen 10 (≈46.2M parameters), no input
     normalisation. ``sub_block1=True`` adds TRADES' unused ``sub_block1`` parameters, so
-    an imported TRADES state dict keeps all its keys. Has BatchNorm. Output
+    a TRADES state dict imported with :func:`wideberth.models.import_weights` keeps all its
+    keys (TRADES files need that renaming import; they do not load with
+    ``load_state_dict``). Has BatchNorm. Output
     ``[B, num_classes]``.
     """
     return WideResNet(
