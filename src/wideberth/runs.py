@@ -179,9 +179,8 @@ def import_checkpoint(
     cfg.data = resolve_data_config(cfg.data)
     info = dataset_info(cfg.data.name, cfg.data.data_dir)
     options = dict(params or {})
-    imported = import_published(
-        Path(file), source, model, tuple(info.input_shape), None, **options
-    )
+    c, h, w = info.input_shape
+    imported = import_published(Path(file), source, model, (c, h, w), None, **options)
     with torch.no_grad():  # the model is in eval mode
         k = int(imported.model(torch.zeros(1, *info.input_shape)).shape[1])
     if k != info.num_classes:
