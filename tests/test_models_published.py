@@ -353,6 +353,9 @@ def test_wideberth_import_cli_writes_a_run_folder_every_command_uses(tmp_path, c
     assert prov["source"] == "trades" and prov["file_name"] == "model_smallcnn.pt"
     assert prov["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert prov["name_map"]["feature_extractor.conv1.weight"] == "features.0.weight"
+    info = wb.run_info(run)
+    assert info["imported"] == {"source": "trades", "file_name": "model_smallcnn.pt",
+                                "sha256": prov["sha256"]}
     capsys.readouterr()
     assert main(["info", str(run)]) == 0
     assert "smallcnn" in capsys.readouterr().out

@@ -102,6 +102,9 @@ def run_info(path: str | Path) -> dict[str, Any]:
         "train_time_s": meta.get("train_time"),
         "versions": meta.get("versions"),
     }
+    if "imported" in meta:  # a published checkpoint (import_checkpoint): where it came from
+        imp = meta["imported"]
+        info["imported"] = {k: imp.get(k) for k in ("source", "file_name", "sha256")}
     results = Path(path) / "results.json" if Path(path).is_dir() else None
     if results is not None and results.exists():
         info["test"] = json.loads(results.read_text()).get("test")
