@@ -40,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wideberth`` console script. Output into a pipe that closes
     early (``wideberth recipes | head -1``) ends the command quietly."""
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe fails here, inside the try, not at exit
+        return code
     except BrokenPipeError:
         # as the Python docs recommend (signal module, "Note on SIGPIPE"): point stdout at
         # devnull so that the interpreter's final flush does not fail again, then exit
