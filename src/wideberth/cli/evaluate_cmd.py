@@ -153,8 +153,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--suite", default="standard", choices=suites,
                    help="attack suite (default %(default)s: APGD-CE, APGD-T, paper PGD)")
     p.add_argument("--restarts", type=int,
-                   help="runs of the paper PGD, split CE/CW (default: 10), and of the "
-                        "standard suite's APGD attacks (default: 1)")
+                   help="runs N of the paper PGD (split CE/CW) and of the standard suite's "
+                        "APGD attacks (if omitted: N = 10 for the paper PGD, 1 for APGD)")
     p.add_argument("--seed", type=int, default=0, help="attack seed (default %(default)s)")
     p.add_argument("--state", help="resumable state file (JSON): progress is saved after "
                                    "every batch and an interrupted evaluation continues")
