@@ -197,6 +197,7 @@ class RunConfig:
     log_every: int = param(20, ge=1)
     checkpoint_every_steps: int | None = param(None, ge=1)
     threads: int | None = None
+    tensorboard: bool = param(False, hint="write RUN/tensorboard; pip install 'wideberth[tensorboard]'")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,7 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``wideberth`` console script."""
+    """Entry point of the ``wideberth`` console script. Output into a pipe that closes
+    early (``wideberth recipes | head -1``) ends the command quietly."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe fails here, inside the try, not at exit
+        return code
+    except BrokenPipeError:
+        # as the Python docs recommend (signal module, "Note on SIGPIPE"): point stdout at
+        # devnull so that the interpreter's final flush does not fail again, then exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -61,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
         return code
-    except (ConfigError, CheckpointError, TrainingError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, CheckpointError, TrainingError, ValueError, FileNotFoundError,
+            ImportError) as exc:
         print(f"wideberth {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

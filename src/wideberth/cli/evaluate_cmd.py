@@ -9,26 +9,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import NORMS, add_command, load_for_attack, with_run
+from .catalog import SUITE_NAMES
+from .common import NORMS, add_command, add_source_args, load_for_attack, with_run
+from .sources import load_source
 
 __all__ = ["add_parser", "cmd_compare", "cmd_evaluate", "write_evaluation_report"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a trained run or checkpoint on its dataset's test split: clean accuracy and,
-    with --eps, robust accuracy over the ε grid under an attack suite (the pointwise worst
-    case over its attacks, as in Ding et al., MMA training, ICLR 2020, §4 "Measuring
-    adversarial robustness"), AvgAcc and AvgRobAcc, and sanity flags."""
+    """Evaluate a trained run or checkpoint on its dataset's test split — or bare weights
+    (--model SPEC --weights FILE --data SPEC, no run folder) on the data named: clean
+    accuracy and, with --eps, robust accuracy over the ε grid under an attack suite (the
+    pointwise worst case over its attacks, as in Ding et al., MMA training, ICLR 2020, §4
+    "Measuring adversarial robustness"), AvgAcc and AvgRobAcc, and sanity flags."""
     from ..evaluation.clean import clean_metrics
-    from ..runs import load_run_config, resolve_checkpoint
 
-    cfg = load_run_config(args.run)
-    model, x, y, _ = load_for_attack(args)
+    src = load_source(args, "evaluate")
+    model, x, y = src.model, src.x, src.y
     metrics = clean_metrics(model, x, y, args.batch_size)
+    dataset = src.dataset
     report: dict[str, Any] = {
-        "run": str(args.run),
-        "checkpoint": str(resolve_checkpoint(args.run, args.which)),
-        "dataset": cfg.data.name,
+        **src.record,  # run + checkpoint, or model spec + weights path + SHA-256
+        "dataset": dataset,
         "split": args.split,
         "n": metrics["n"],
         "norm": None,
@@ -41,7 +43,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "flags": [],
     }
     print(
-        f"{cfg.data.name} {args.split}: clean accuracy {metrics['clean_accuracy']:.4f} "
+        f"{dataset} {args.split}: clean accuracy {metrics['clean_accuracy']:.4f} "
         f"on {metrics['n']} examples (loss {metrics['loss']:.4f})"
     )
     if args.eps:
@@ -94,7 +96,7 @@ def write_evaluation_report(model: Any, x: Any, y: Any, report: dict[str, Any],
     with torch.no_grad():
         failed = model(x_adv).argmax(1) == ys  # MMA Fig. 3 keeps the failed perturbations
     curves = loss_along_ray(model, xs[failed], (x_adv - xs)[failed], ys[failed])
-    name = Path(args.run).name
+    name = Path(args.run).name if args.run is not None else Path(args.weights).stem
     for path in write_report(report, args.report, name=name, margins=margins, loss_curves=curves):
         print(f"wrote {path}")
 
@@ -139,27 +141,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``evaluate`` and ``compare`` (``--suite`` choices: the evaluation suites)."""
-    from ..evaluation.robustness import SUITES
-
-    suites = list(SUITES)
-    p = add_command(sub, "evaluate", cmd_evaluate, "evaluate a run or checkpoint")
-    p.add_argument("run", help="run folder or .safetensors checkpoint")
-    p.add_argument("--split", default="test", choices=["test", "train"])
-    p.add_argument("--n", type=int, help="evaluate the first N examples (default: all)")
-    p.add_argument("--which", default="best", choices=["best", "last"],
-                   help="which checkpoint of a run folder (default: best)")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--device", help="auto, cpu or cuda (default: auto)")
+    suites = list(SUITE_NAMES)
+    p = add_command(sub, "evaluate", cmd_evaluate,
+                    "evaluate a run, a checkpoint or bare weights (--model/--weights/--data)")
+    add_source_args(p, n_default=None)
     p.add_argument("--json", help="write the report as JSON to this file")
     p.add_argument("--norm", default="linf", choices=NORMS,
-                   help="threat model of the robust evaluation (default linf)")
+                   help="threat model of the robust evaluation (default %(default)s)")
     p.add_argument("--eps", type=float, nargs="+",
                    help="radii of the robust evaluation (omit: clean accuracy only)")
     p.add_argument("--suite", default="standard", choices=suites,
-                   help="attack suite (default standard: APGD-CE, APGD-T, paper PGD)")
+                   help="attack suite (default %(default)s: APGD-CE, APGD-T, paper PGD)")
     p.add_argument("--restarts", type=int,
-                   help="N of the paper PGD (split CE/CW; default 10)")
-    p.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
+                   help="runs N of the paper PGD (split CE/CW) and of the standard suite's "
+                        "APGD attacks (if omitted: N = 10 for the paper PGD, 1 for APGD)")
+    p.add_argument("--seed", type=int, default=0, help="attack seed (default %(default)s)")
     p.add_argument("--state", help="resumable state file (JSON): progress is saved after "
                                    "every batch and an interrupted evaluation continues")
     p.add_argument("--reuse", default="up", choices=["up", "both"],
@@ -170,18 +166,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--report", help="write a report folder (report.json, report.md, "
                                     "robust_accuracy.png, margins.png, loss_slices.png)")
     p.add_argument("--report-n", type=int, default=200,
-                   help="examples for the report's margins and loss slices (default 200)")
+                   help="examples for the report's margins and loss slices (default %(default)s)")
 
     p = add_command(sub, "compare", cmd_compare,
                     "several models side by side (MMA Table 1 format)")
     p.add_argument("inputs", nargs="+", help="JSON reports of `evaluate --json`, or runs")
-    p.add_argument("--norm", default="linf", choices=NORMS)
+    p.add_argument("--norm", default="linf", choices=NORMS,
+                   help="threat model for runs evaluated here (default %(default)s)")
     p.add_argument("--eps", type=float, nargs="+", help="ε grid (needed for runs)")
-    p.add_argument("--suite", default="standard", choices=suites)
-    p.add_argument("--n", type=int, default=1000, help="first N test examples (default 1000)")
-    p.add_argument("--which", default="best", choices=["best", "last"])
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--suite", default="standard", choices=suites,
+                   help="attack suite for runs evaluated here (default %(default)s)")
+    p.add_argument("--n", type=int, default=1000,
+                   help="first N test examples (default %(default)s)")
+    p.add_argument("--which", default="best", choices=["best", "last"],
+                   help="which checkpoint of a run folder (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="examples per batch (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="attack seed (default %(default)s)")
     p.add_argument("--device", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--markdown", help="also write the table to this file")
     p.add_argument("--plot", help="robust accuracy vs ε of every model, as a PNG")

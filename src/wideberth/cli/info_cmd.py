@@ -7,17 +7,39 @@ import json
 
 from .common import add_command
 
-__all__ = ["add_parser", "cmd_info", "cmd_recipes"]
+__all__ = ["QUICK_PREFIXES", "add_parser", "cmd_info", "cmd_recipes", "recipe_order"]
+
+
+#: name prefixes of the recipes that finish in seconds to minutes on a CPU, listed first
+QUICK_PREFIXES = ("digits-", "toy2d-", "fashion-mnist-")
+
+
+def recipe_order(names: list[str]) -> list[str]:
+    """``names`` with the quick CPU recipes (:data:`QUICK_PREFIXES`, in that order) first,
+    then the rest, each group sorted."""
+    def key(name: str) -> tuple[int, str]:
+        rank = next((i for i, p in enumerate(QUICK_PREFIXES) if name.startswith(p)),
+                    len(QUICK_PREFIXES))
+        return rank, name
+
+    return sorted(names, key=key)
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    """List the shipped training recipes."""
+    """List the shipped training recipes, the quick CPU ones (digits, toy2d, Fashion-MNIST)
+    first, each with its one-sentence description (details: the comments of its YAML
+    file). Train one with `wideberth train --recipe NAME`."""
     from ..config import list_recipes, recipe_description
 
-    names = list_recipes()
+    names = recipe_order(list_recipes())
     width = max(len(n) for n in names)
+    quick = True
+    print("quick on a CPU:")
     for name in names:
-        print(f"{name:<{width}}  {recipe_description(name)}")
+        if quick and not name.startswith(QUICK_PREFIXES):
+            quick = False
+            print("\nfull-size (paper) recipes, most need a GPU:")
+        print(f"  {name:<{width}}  {recipe_description(name)}")
     return 0
 
 

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_command, add_model_args, attack_help, load_for_attack, registry_name
+from .catalog import info_names
+from .common import add_command, add_model_args, attack_help, registry_name
+from .sources import load_source
 
 __all__ = ["add_parser", "cmd_margins", "margin_search"]
 
@@ -24,7 +26,8 @@ def cmd_margins(args: argparse.Namespace) -> int:
     """Estimate each test example's distance to the decision boundary (0 if misclassified;
     an attack-based upper bound of the margin of Ding et al., MMA training, ICLR 2020,
     Eq. 1) and print margin statistics as in that paper's Tables 2–3; optionally write JSON
-    and a histogram."""
+    and a histogram. Works on a run or on bare weights (--model SPEC --weights FILE --data
+    SPEC)."""
     import torch
 
     from ..attacks.margin import margin_stats
@@ -33,7 +36,8 @@ def cmd_margins(args: argparse.Namespace) -> int:
         from ..attacks.registry import get_attack
 
         get_attack(args.method).check_norm(args.norm)  # a clear error before loading
-    model, x, y, device = load_for_attack(args)
+    src = load_source(args, "margins")
+    model, x, y, device = src.model, src.x, src.y, src.device
     distances, found = [], []
     for start in range(0, x.shape[0], args.batch_size):
         res = margin_search(args.method, model, x[start : start + args.batch_size].to(device),
@@ -56,7 +60,7 @@ def cmd_margins(args: argparse.Namespace) -> int:
 
         from ..fileio import atomic_write_text
 
-        report = {"run": str(args.run), "norm": args.norm, "method": args.method,
+        report = {**src.record, "norm": args.norm, "method": args.method,
                   "n": int(d.numel()), "stats": stats,
                   "distances": [float(v) for v in d.tolist()]}
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
@@ -64,7 +68,8 @@ def cmd_margins(args: argparse.Namespace) -> int:
     if args.plot:
         from ..evaluation.plots import margin_histogram
 
-        margin_histogram(d, args.plot, norm=args.norm, title=f"{Path(str(args.run)).name}: margins")
+        name = Path(str(args.run)).name if args.run is not None else Path(args.weights).stem
+        margin_histogram(d, args.plot, norm=args.norm, title=f"{name}: margins")
         print(f"wrote {args.plot}")
     return 0
 
@@ -72,16 +77,16 @@ def cmd_margins(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``margins`` (``--method`` choices: ``auto`` and the registry's minimal-norm
     attacks)."""
-    from ..attacks.registry import attack_names
-
     p = add_command(sub, "margins", cmd_margins, "estimate distances to the decision boundary")
     add_model_args(p)
     p.set_defaults(norm="l2", n=500)
-    names = list(attack_names(kind="minimal-norm"))
+    names = list(info_names(kind="minimal-norm"))
     p.add_argument("--method", default="auto", choices=["auto", *names],
                    type=registry_name("margins", extra=["auto"]),
-                   help=attack_help(names, "margin estimator (default auto: the library's "
-                                           "default, FMN) [the norms it supports]"))
-    p.add_argument("--thresholds", type=float, nargs="*", help="report the fraction of margins below each")
+                   help=attack_help(names, "margin estimator (default %(default)s: the "
+                                           "library's default, FMN) [the norms it supports]"))
+    p.add_argument("--thresholds", type=float, nargs="*",
+                   help="report the fraction of margins below each (default: none)")
+
     p.add_argument("--json", help="write statistics and per-example distances to this file")
     p.add_argument("--plot", help="draw a histogram to this PNG file")

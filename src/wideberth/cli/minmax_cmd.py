@@ -34,12 +34,17 @@ class MethodRow:
     w_trajectory: Any = None
 
 
+def _progress(args: argparse.Namespace) -> bool | None:
+    """APGDA's progress bar: off with --quiet, else when standard error is a terminal."""
+    return False if args.quiet else None
+
+
 def _ensemble(models: list[Any], names: list[str], x: Any, y: Any, method: str,
               args: argparse.Namespace) -> MethodRow:
     from ..minmax import ensemble_attack, ensemble_metrics
 
     res = ensemble_attack(models, x, y, norm=args.norm, eps=args.eps, steps=args.steps,
-                          method=method, seed=args.seed)
+                          method=method, seed=args.seed, progress=_progress(args))
     met = ensemble_metrics(models, res.x_adv, y)
     return MethodRow(method, met.asr_all, [float(a) for a in met.per_model_asr], names,
                      res.w, res.w_trajectory)
@@ -52,7 +57,7 @@ def _universal(models: list[Any], names: list[str], x: Any, y: Any, method: str,
     n = x.shape[0] - x.shape[0] % args.group_size
     res = universal_attack(models[0], x[:n], y[:n], group_size=args.group_size,
                            norm=args.norm, eps=args.eps, steps=args.steps,
-                           method=method, seed=args.seed)
+                           method=method, seed=args.seed, progress=_progress(args))
     met = universal_metrics(models[0], res.x_adv, y[:n].reshape(res.x_adv.shape[:2]))
     return MethodRow(method, met.asr_gp, [float(v) for v in met.fooled.double().mean(0)],
                      [f"image {i}" for i in range(args.group_size)], res.w, res.w_trajectory)
@@ -63,7 +68,8 @@ def _transforms(models: list[Any], names: list[str], x: Any, y: Any, method: str
     from ..minmax import transform_attack, transform_metrics
 
     res = transform_attack(models[0], x, y, args.transforms, norm=args.norm,
-                           eps=args.eps, steps=args.steps, method=method, seed=args.seed)
+                           eps=args.eps, steps=args.steps, method=method, seed=args.seed,
+                           progress=_progress(args))
     met = transform_metrics(models[0], res.x_adv, y, res.transforms)
     return MethodRow(method, met.asr_gp, [float(v) for v in met.per_transform_asr],
                      list(res.labels), res.w, res.w_trajectory)
@@ -148,17 +154,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = add_command(sub, "minmax", cmd_minmax, "min-max attacks (APGDA) against their baselines")
     p.add_argument("kind", choices=list(KINDS), help="application of the framework")
     p.add_argument("runs", nargs="+", help="run folders or checkpoints (the models)")
-    p.add_argument("--group-size", type=int, default=5, help="universal: images per group (5)")
+    p.add_argument("--group-size", type=int, default=5,
+                   help="universal: images per group (default %(default)s)")
     p.add_argument("--transforms", default="table3",
                    help="transforms: table3 (default), tableA5 (stochastic) or tableA6")
-    p.add_argument("--norm", default="linf", choices=NORMS)
-    p.add_argument("--eps", type=float, required=True)
-    p.add_argument("--steps", type=int, default=50, help="APGDA iterations (default 50)")
-    p.add_argument("--n", type=int, default=500, help="first N test examples (default 500)")
+    p.add_argument("--norm", default="linf", choices=NORMS,
+                   help="threat model (default %(default)s)")
+    p.add_argument("--eps", type=float, required=True, help="perturbation budget (required)")
+    p.add_argument("--steps", type=int, default=50,
+                   help="APGDA iterations (default %(default)s)")
+    p.add_argument("--n", type=int, default=500,
+                   help="first N test examples (default %(default)s)")
     p.add_argument("--methods", nargs="+",
                    help="APGDA (minmax) and baselines to run (ensemble default: minmax avg "
                         "avg_logit avg_prob clip; else minmax avg)")
-    p.add_argument("--which", default="best", choices=["best", "last"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--which", default="best", choices=["best", "last"],
+                   help="which checkpoint of a run folder (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="attack seed (default %(default)s)")
     p.add_argument("--device", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", help="folder for weights.json and weights.png")

@@ -37,6 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"run.device={args.device}")
     if args.seed is not None:
         overrides.append(f"run.seed={args.seed}")
+    if args.tensorboard:
+        overrides.append("run.tensorboard=true")
     cfg = apply_overrides(cfg, overrides)
     out = Path(args.out) if args.out else _default_out(name)
     print(f"training {cfg.model.name} on {cfg.data.name} with method {cfg.method.name} -> {out}")
@@ -51,10 +53,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def finished_message(run: str | Path) -> str | None:
+    """What ``wideberth resume`` says of a run whose ``last`` checkpoint has spent the whole
+    step budget (None while steps remain): it is finished, and how to train longer."""
+    from ..train.checkpoint import read_checkpoint_meta
+    from ..train.run_folder import RunFolder
+
+    last = RunFolder(run).checkpoint("last")
+    if not last.exists():
+        return None  # resume() says what is missing
+    meta = read_checkpoint_meta(last)
+    step, total = int(meta["position"]["step"]), int(meta["total_steps"])
+    if step < total:
+        return None
+    epoch = int(meta["position"]["epoch"])
+    return (f"{run} is finished: all {total} steps ({epoch} epochs) are done, nothing to "
+            f"resume. To train longer, start a new run from its config with a larger "
+            f"budget: wideberth train --config {Path(run) / 'config.yaml'} "
+            f"--set run.epochs={epoch * 2} --out NEW_RUN")
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
-    """Continue an interrupted run from its last checkpoint, exactly."""
+    """Continue an interrupted run from its last checkpoint, exactly. A finished run is
+    left alone (the message says how to train longer)."""
     from ..train import resume
 
+    done = finished_message(args.run)
+    if done is not None:
+        print(done)
+        return 0
     result = resume(args.run, progress=None if not args.quiet else False)
     acc = result.test["clean_accuracy"] if result.test else float("nan")
     print(f"run folder: {result.run_dir}")
@@ -73,6 +100,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--out", help="run folder to create (default: runs/<recipe>)")
     p.add_argument("--device", help="auto, cpu or cuda (default: the config's run.device)")
     p.add_argument("--seed", type=int, help="random seed (default: the config's run.seed)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars to RUN/tensorboard (sets "
+                        "run.tensorboard=true; pip install 'wideberth[tensorboard]')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add_command(sub, "resume", cmd_resume, "continue an interrupted run exactly")

@@ -52,6 +52,7 @@ from torch import Tensor
 
 from .._checks import check_eps, check_inputs
 from ..noise import GeneratorNoise
+from ..progress import progress_bar
 from ..threat import ThreatModel, as_batch_eps, eps_vector, get_threat
 from .simplex import on_simplex, project_simplex
 
@@ -225,6 +226,8 @@ def apgda(
     lo: Tensor | None = None,
     hi: Tensor | None = None,
     record_delta: bool = False,
+    progress: bool | None = None,
+    progress_desc: str = "APGDA",
 ) -> APGDAResult:
     """APGDA (Wang et al. 2021, §3.1, Algorithm 1): min over δ ∈ ℓp-ball ∩ box,
     max over per-row domain weights w ∈ simplex of ``Σ_i w_i F_i(δ) − (γ/2)‖w − 1/K‖²``.
@@ -259,6 +262,8 @@ def apgda(
         lo, hi: optional box for δ, broadcastable to x, with ``lo <= 0 <= hi`` (e.g. the
             intersection ``max_i(−x_i)``, ``min_i(1 − x_i)`` over a group, eq. (6)).
         record_delta: also return δ(0..T) (memory: T + 1 copies of δ).
+        progress, progress_desc: a bar over the T iterations named ``progress_desc``
+            (:func:`wideberth.progress.progress_bar`; None: when standard error is a terminal).
 
     Returns:
         :class:`APGDAResult` with δ(T) ``[B, ...]``, w(T) ``[B, K]`` and the trajectories
@@ -308,27 +313,29 @@ def apgda(
     ws, phis = [w], [f.detach()]
     deltas = [delta.detach()] if record_delta else None
 
-    for t in range(1, steps + 1):
-        # (13): descent on Σ_i w_i(t−1) F_i(δ(t−1)), w detached; per-row gradients
-        assert d_graph is not None
-        obj = (w.detach() * f).sum()
-        (g,) = torch.autograd.grad(obj, d_graph, allow_unused=True)
-        if g is None:  # F does not depend on δ
-            g = torch.zeros_like(delta)
-        delta = threat.project_box(
-            delta.detach() - alpha_b * _descent_direction(g.detach(), delta_mode, threat),
-            lo_t, hi_t, eps_t,
-        ).detach()
-        # losses at the NEW δ(t) (Gauss–Seidel); keep the graph for the next δ-step
-        f, d_graph = _eval(domain_losses, delta, b, k, need_grad=t < steps)
-        phi = f.detach()
-        # (14): projected ascent on w, regulariser centred at 1/K
-        if update_w:
-            w = weight_step(w, phi, beta, gamma)
-        ws.append(w)
-        phis.append(phi)
-        if deltas is not None:
-            deltas.append(delta)
+    with progress_bar(steps, progress_desc, enabled=progress, unit="step") as bar:
+        for t in range(1, steps + 1):
+            bar.update(1)
+            # (13): descent on Σ_i w_i(t−1) F_i(δ(t−1)), w detached; per-row gradients
+            assert d_graph is not None
+            obj = (w.detach() * f).sum()
+            (g,) = torch.autograd.grad(obj, d_graph, allow_unused=True)
+            if g is None:  # F does not depend on δ
+                g = torch.zeros_like(delta)
+            delta = threat.project_box(
+                delta.detach() - alpha_b * _descent_direction(g.detach(), delta_mode, threat),
+                lo_t, hi_t, eps_t,
+            ).detach()
+            # losses at the NEW δ(t) (Gauss–Seidel); keep the graph for the next δ-step
+            f, d_graph = _eval(domain_losses, delta, b, k, need_grad=t < steps)
+            phi = f.detach()
+            # (14): projected ascent on w, regulariser centred at 1/K
+            if update_w:
+                w = weight_step(w, phi, beta, gamma)
+            ws.append(w)
+            phis.append(phi)
+            if deltas is not None:
+                deltas.append(delta)
 
     return APGDAResult(
         delta=delta.detach(),

@@ -154,6 +154,7 @@ def ensemble_attack(
     init: str = "zero",
     seed: int = 0,
     check: bool = True,
+    progress: bool | None = None,
 ) -> EnsembleResult:
     """Robust adversarial attack against an ensemble of K models (Wang et al. 2021, *Adversarial
     attack generation empowered by min-max optimization*, eq. (5)); norms ℓ∞, ℓ2, ℓ1.
@@ -173,6 +174,8 @@ def ensemble_attack(
             the authors' code; for the combined baselines the combined prediction).
         init, seed: δ(0) (see :func:`~wideberth.minmax.apgda`).
         check: validate x, y, ε against every model first.
+        progress: a bar over the T iterations (:func:`wideberth.progress.progress_bar`):
+            None (default) draws it when standard error is a terminal.
 
     Returns:
         :class:`EnsembleResult` (``x_adv`` and δ ``[B, C, H, W]``, weights ``[B, K]`` and their
@@ -211,6 +214,7 @@ def ensemble_attack(
     return solve(
         problem, method=method, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta,
         gamma=gamma, delta_mode=delta_mode, init=init, seed=seed, check=check,
+        progress=progress,
     )
 
 

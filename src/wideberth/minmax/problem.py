@@ -226,6 +226,7 @@ def solve(
     generator: torch.Generator | None = None,
     record_delta: bool = False,
     check: bool = True,
+    progress: bool | None = None,
 ) -> MinMaxResult:
     """Run one min-max attack problem with APGDA (Wang et al. 2021, Algorithm 1).
 
@@ -234,7 +235,8 @@ def solve(
     weights, builds the losses and calls :func:`~wideberth.minmax.apgda` once with the models
     in eval mode: learned weights for ``method="minmax"``, fixed ones (``problem.weights``
     or uniform) for every other method. ``method`` itself is validated by the application
-    (:func:`check_attack`); the other arguments are :func:`apgda`'s.
+    (:func:`check_attack`); the other arguments are :func:`apgda`'s (``progress``: its
+    bar, labelled with ``method``).
 
     Returns:
         :class:`MinMaxResult`: ``x_adv``, δ ``[B, ...]``, weights ``[B, K]`` and the
@@ -259,7 +261,7 @@ def solve(
             problem.losses(), rows, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta,
             gamma=gamma, delta_mode=delta_mode, w0=w0, update_w=method == "minmax", init=init,
             seed=seed, generator=generator, lo=problem.lo, hi=problem.hi,
-            record_delta=record_delta,
+            record_delta=record_delta, progress=progress, progress_desc=f"APGDA {method}",
         )
     x_adv = (rows + res.delta).clamp(0, 1) if problem.x_adv is None else problem.x_adv(res.delta)
     single = problem.single_domain

@@ -226,6 +226,7 @@ def transform_attack(
     generator: torch.Generator | None = None,
     record_delta: bool = False,
     check: bool = True,
+    progress: bool | None = None,
 ) -> TransformAttackResult:
     """Adversarial attack robust over K data transformations by min-max optimisation (Wang
     et al. 2021, *Adversarial attack generation empowered by min-max optimization*, eq. (7));
@@ -248,6 +249,8 @@ def transform_attack(
             ``seed`` is made (so runs are reproducible by default).
         record_delta: also keep δ(0..T).
         check: validate x, y, ε against the model first.
+        progress: a bar over the T iterations (:func:`wideberth.progress.progress_bar`):
+            None (default) draws it when standard error is a terminal.
 
     Returns:
         :class:`TransformAttackResult`: ``x_adv``/δ ``[B, C, H, W]``, weights ``[B, K]``,
@@ -281,7 +284,7 @@ def transform_attack(
     res = solve(
         problem, method=method, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta,
         gamma=gamma, delta_mode=delta_mode, init=init, generator=gen,
-        record_delta=record_delta, check=check,
+        record_delta=record_delta, check=check, progress=progress,
     )
     return TransformAttackResult(
         **{f.name: getattr(res, f.name) for f in dataclasses.fields(MinMaxResult)}, transforms=ts,

@@ -170,6 +170,7 @@ def universal_attack(
     generator: torch.Generator | None = None,
     record_delta: bool = False,
     check: bool = True,
+    progress: bool | None = None,
 ) -> UniversalResult:
     """Universal (per-group) perturbation by min-max optimisation (Wang et al. 2021,
     *Adversarial attack generation empowered by min-max optimization*, eq. (6)); norms ℓ∞,
@@ -192,6 +193,8 @@ def universal_attack(
             randomness of a random start.
         record_delta: also keep δ(0..T) (to check feasibility along the run).
         check: validate x, y, ε against the model first.
+        progress: a bar over the T iterations (:func:`wideberth.progress.progress_bar`):
+            None (default) draws it when standard error is a terminal.
 
     Returns:
         :class:`UniversalResult`: δ ``[G, C, H, W]``, ``x_adv`` ``[G, K, C, H, W]``, weights
@@ -220,7 +223,7 @@ def universal_attack(
     return solve(
         problem, method=method, norm=norm, eps=eps, steps=steps, alpha=alpha, beta=beta,
         gamma=gamma, delta_mode=delta_mode, init=init, seed=seed, generator=generator,
-        record_delta=record_delta, check=check,
+        record_delta=record_delta, check=check, progress=progress,
     )
 
 

@@ -68,7 +68,8 @@ class Trainer:
     """Train ``cfg`` into ``run_dir``; :meth:`fit` starts fresh or resumes from ``last``.
 
     ``callbacks`` (:class:`~wideberth.train.Callback`) are told about the run as it goes,
-    after the built-in ones (margin tracking and TensorBoard when ``track.every > 0``).
+    after the built-in ones (margin tracking when ``track.every > 0``, TensorBoard when
+    ``run.tensorboard``).
     During :meth:`fit` a callback may read ``model``, ``optimizer``, ``method``, ``state``
     (the :class:`ExampleState`), ``splits``, ``device``, the position ``epoch`` (epochs
     done), ``batch_in_epoch`` and ``step``, and ``best``; it may add lines to
@@ -155,15 +156,17 @@ class Trainer:
         self.callbacks = [*self._builtin_callbacks(), *self.user_callbacks]
 
     def _builtin_callbacks(self) -> list[Callback]:
-        """Margin tracking and its TensorBoard histograms, when ``track.every > 0``."""
-        track = self.cfg.track
-        if track.every <= 0:
-            return []
-        tracker = MarginTracker(
-            track, self.splits, batch_size=self.cfg.data.eval_batch_size, device=self.device
-        )
-        board = tensorboard_callback(self.run_dir / "tensorboard")
-        return [tracker] if board is None else [tracker, board]
+        """Margin tracking when ``track.every > 0``; TensorBoard (scalars, and the tracked
+        margins' histograms) when ``run.tensorboard`` (required: missing → error) or
+        ``track.every > 0`` (when installed)."""
+        track, callbacks = self.cfg.track, list[Callback]()
+        if track.every > 0:
+            callbacks.append(MarginTracker(
+                track, self.splits, batch_size=self.cfg.data.eval_batch_size, device=self.device))
+        if self.cfg.run.tensorboard or track.every > 0:
+            board = tensorboard_callback(self.run_dir / "tensorboard", required=self.cfg.run.tensorboard)
+            callbacks += [] if board is None else [board]
+        return callbacks
 
     def _start_new_run(self) -> None:
         if self.folder.holds_run():
@@ -418,7 +421,10 @@ def train(
     """Train ``cfg`` into a new run folder ``run_dir`` and test the selected weights.
 
     ``callbacks`` (:class:`~wideberth.train.Callback`) are told about every step, epoch,
-    metrics line and checkpoint.
+    metrics line and checkpoint. Progress (one line per epoch, the test result) goes to
+    :mod:`logging` under the ``"wideberth"`` loggers at INFO; turn it on with
+    ``logging.basicConfig(level=logging.INFO)``. ``progress`` draws a per-epoch bar
+    (default: when standard error is a terminal).
     """
     return Trainer(cfg, run_dir, progress=progress, callbacks=callbacks).fit(resume=False)
 
