@@ -241,3 +241,31 @@ def test_entry_point_models_and_python_only_registrations(tmp_path):
     assert source == "registered"
     assert "cannot rebuild it" in msg and "'package.module:factory'" in msg
     assert "tinynet" not in list_models()  # this process has no such distribution
+
+
+def test_an_interrupted_import_path_run_resumes_from_another_directory(
+    user_module, tmp_path, interrupt_after
+):
+    # The resumed run rebuilds the model from the checkpoint's record (the module's file),
+    # so it needs neither the training directory nor the module on sys.path, and it ends
+    # exactly where an uninterrupted run ends.
+    from wideberth.config import apply_overrides, load_recipe
+    from wideberth.train import train
+
+    cfg = apply_overrides(load_recipe("digits-standard"), [
+        "model.name=mynet:build", "model.params.width=12", "run.epochs=2",
+        "data.train_subset=128", "eval.test_n=32", "data.val_size=0"])
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", progress=False, callbacks=[interrupt_after(epoch=1)])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run_python(f"""
+        import json, sys
+        from wideberth.train import resume
+        assert "mynet" not in sys.modules
+        print(json.dumps(resume({str(tmp_path / "cut")!r}, progress=False).test))
+    """, cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == pytest.approx(whole.test)
+

@@ -368,6 +368,8 @@ def test_wideberth_import_cli_writes_a_run_folder_every_command_uses(tmp_path, c
     with torch.no_grad():
         acc = (ref(x).argmax(1) == y).float().mean().item()
     assert f"clean accuracy {acc:.4f} on {len(y)} examples" in out
+    assert main(["resume", str(run)]) == 2  # no training state to continue
+    assert "imported weights" in capsys.readouterr().err
     assert main(argv) == 2  # refuses to overwrite
     assert "already holds a run" in capsys.readouterr().err
     assert main([*argv, "--force"]) == 0

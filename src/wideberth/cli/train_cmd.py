@@ -63,6 +63,8 @@ def finished_message(run: str | Path) -> str | None:
     if not last.exists():
         return None  # resume() says what is missing
     meta = read_checkpoint_meta(last)
+    if "imported" in meta:
+        return None  # resume() refuses imported weights with its own message
     step, total = int(meta["position"]["step"]), int(meta["total_steps"])
     if step < total:
         return None

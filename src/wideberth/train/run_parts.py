@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +22,8 @@ from ..config import Config, ConfigError, OptimConfig, config_to_dict
 from ..data import DataSplits, build_splits, num_batches
 from ..example_state import ExampleState
 from ..methods import Method, build_method
-from ..models import build_model, model_record
+from ..models import model_record, rebuild_model
+from .checkpoint import CheckpointError
 from .selection import VALIDATION_METRICS
 
 __all__ = ["RunParts", "build_run_parts", "derive_seed", "make_optimizer", "resolve_device"]
@@ -109,14 +111,31 @@ class RunParts:
         }
 
 
-def build_run_parts(cfg: Config) -> RunParts:
-    """Build device, data splits, model, method (set up on the data), optimiser and budget."""
+def resumable_model(meta: dict[str, Any], run_dir: str | Path) -> dict[str, Any] | None:
+    """The model record of a checkpoint's ``meta`` to resume its run with (``None`` for
+    checkpoints written before models were recorded); a run folder of imported weights
+    (``wideberth import``) has no training state and is refused with what to do instead."""
+    if "imported" in meta:
+        raise CheckpointError(
+            f"{run_dir} holds imported weights (wideberth import), not a training run: there "
+            "is no optimiser state to resume; fine-tune with `wideberth train` instead"
+        )
+    record = meta.get("model", {})
+    return record if isinstance(record, dict) and record.get("source") else None
+
+
+def build_run_parts(cfg: Config, model_source: dict[str, Any] | None = None) -> RunParts:
+    """Build device, data splits, model, method (set up on the data), optimiser and budget.
+
+    ``model_source`` is a resumed run's recorded model (:func:`resumable_model`): the model
+    is rebuilt from it, so an import-path model resumes from any working directory."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     d = cfg.data
     # Resolve the model spec first: a missing module/factory or a bad param fails before data loads.
-    model_source = model_record(cfg.model.name, cfg.model.params)
+    if model_source is None:
+        model_source = model_record(cfg.model.name, cfg.model.params)
     splits = build_splits(d)  # the whole DataConfig; spec paths made absolute in cfg.data
     info = splits.info
     augment = _augment_kind(cfg, splits)
@@ -127,7 +146,7 @@ def build_run_parts(cfg: Config) -> RunParts:
         )
     torch.manual_seed(derive_seed(cfg.run.seed, "init"))
     c, h, w = info.input_shape
-    model = build_model(cfg.model.name, (c, h, w), info.num_classes, **cfg.model.params).to(device)
+    model = rebuild_model(model_source, (c, h, w), info.num_classes, **cfg.model.params).to(device)
     method = build_method(cfg.method)
     optimizer = make_optimizer(model, cfg.optim)
     n_train = len(splits.train)

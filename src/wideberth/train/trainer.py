@@ -37,7 +37,7 @@ from ..methods import Batch, StepContext
 from .callbacks import Callback, EpochInfo, StepInfo
 from .checkpoint import load_checkpoint, optimizer_from_flat, read_checkpoint_meta, save_checkpoint
 from .run_folder import RunFolder
-from .run_parts import build_run_parts, derive_seed, resolve_device
+from .run_parts import build_run_parts, derive_seed, resolve_device, resumable_model
 from .schedule import lr_at
 from .selection import improves, validation_metrics
 from .tensorboard import tensorboard_callback
@@ -69,13 +69,13 @@ class Trainer:
 
     ``callbacks`` (:class:`~wideberth.train.Callback`) are told about the run as it goes,
     after the built-in ones (margin tracking when ``track.every > 0``, TensorBoard when
-    ``run.tensorboard``).
-    During :meth:`fit` a callback may read ``model``, ``optimizer``, ``method``, ``state``
+    ``run.tensorboard``). During :meth:`fit` a callback may read ``model``, ``optimizer``, ``method``, ``state``
     (the :class:`ExampleState`), ``splits``, ``device``, the position ``epoch`` (epochs
     done), ``batch_in_epoch`` and ``step``, and ``best``; it may add lines to
     ``metrics.jsonl`` with :meth:`log_metrics`.
     """
 
+    model_source: dict[str, Any] | None = None  # a resumed run's recorded model (model_record)
     def __init__(
         self,
         cfg: Config,
@@ -147,7 +147,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
-        self.parts = p = build_run_parts(self.cfg)
+        self.parts = p = build_run_parts(self.cfg, self.model_source)
         self.device, self.splits, self.augment = p.device, p.splits, p.augment
         self.model, self.method, self.optimizer, self.state = p.model, p.method, p.optimizer, p.state
         self.steps_per_epoch, self.total_steps = p.steps_per_epoch, p.total_steps
@@ -443,5 +443,8 @@ def resume(
             f"{run_dir} has no checkpoint to resume from ({last} is missing); "
             "start it again with `wideberth train`"
         )
-    cfg = config_from_dict(read_checkpoint_meta(last)["config"])
-    return Trainer(cfg, run_dir, progress=progress, callbacks=callbacks).fit(resume=True)
+    meta = read_checkpoint_meta(last)
+    trainer = Trainer(config_from_dict(meta["config"]), run_dir, progress=progress,
+                      callbacks=callbacks)
+    trainer.model_source = resumable_model(meta, run_dir)
+    return trainer.fit(resume=True)
