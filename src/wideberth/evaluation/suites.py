@@ -139,7 +139,12 @@ class AttackSpec:
 
     def check(self, norm: str) -> None:
         """``ValueError`` unless :attr:`attack` is registered and supports ``norm`` (a
-        deprecated alias warns)."""
+        deprecated alias warns); an external attack checks its ``norms``."""
+        if self.fn is not None:
+            if self.fn.norms and normalize_norm(norm) not in self.fn.norms:
+                raise ValueError(f"the external attack {self.name!r} supports "
+                                 f"{'/'.join(self.fn.norms)}; got norm={norm!r}")
+            return
         get_attack(self.attack).check_norm(norm)
 
     def options(self, eps: float, return_best: bool = True) -> dict[str, Any]:
