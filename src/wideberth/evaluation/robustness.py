@@ -13,7 +13,8 @@ ICLR 2020, §4, "Measuring adversarial robustness"):
 Efficiency (what makes an 8-ε curve cheap): ε's are processed in increasing order, and an
 attack only ever runs on the examples still robust. A point broken at ε is broken at every
 larger ε (its adversarial example lies in every larger ball, so it is reused, never
-re-attacked); a point robust at a larger ε was robust at every smaller one. Data are
+re-attacked); a point robust at a larger ε was robust at every smaller one. Data —
+tensors, a ``Dataset`` or a ``DataLoader`` (:mod:`wideberth.evaluation.streaming`) — are
 streamed in batches, so memory does not grow with the dataset, and with ``state_file``
 the per-example results (:class:`~wideberth.evaluation.state.EvalState`) are saved after
 every batch (atomically) and an interrupted evaluation resumes where it stopped.
@@ -21,7 +22,10 @@ every batch (atomically) and an interrupted evaluation resumes where it stopped.
 Every adversarial example an attack returns is re-checked before it counts: inside its
 ε-ball (with a 1e-5 relative tolerance) and the [0, 1] box
 (:meth:`wideberth.threat.ThreatModel.contains`), and misclassified by a fresh forward pass.
-A violation is reported in ``flags`` and the example is not counted broken.
+A violation is reported in ``flags`` (naming the attack) and the example is not counted
+broken; this holds for external attacks too (:meth:`AttackSpec.external`). The report's
+JSON carries 95 % Clopper–Pearson intervals and the per-example results
+(:class:`EvalReport`).
 """
 
 from __future__ import annotations
