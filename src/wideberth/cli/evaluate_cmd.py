@@ -103,9 +103,14 @@ def write_evaluation_report(model: Any, x: Any, y: Any, report: dict[str, Any],
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Several models side by side in the MMA paper's table format (Ding et al., ICLR 2020,
-    Table 1): clean accuracy, AvgAcc, AvgRobAcc and robust accuracy per ε. Each input is a
-    JSON report of `wideberth evaluate --json` or a run folder / checkpoint, evaluated here
-    with --norm, --eps and --suite (all on the same first --n test examples)."""
+    Table 1): clean accuracy, AvgAcc, AvgRobAcc and robust accuracy per ε, each accuracy
+    with its 95 % Clopper–Pearson interval. Each input is a JSON report of `wideberth
+    evaluate --json` or a run folder / checkpoint, evaluated here with --norm, --eps and
+    --suite (all on the same first --n test examples). Notes say when the rows were
+    measured differently (suite, attacks, n, norm, data, seed), and McNemar's exact paired
+    test (McNemar 1947) compares every model with the first where both reports hold
+    per-example results on the same examples."""
+    from ..evaluation.comparison import format_paired_tests, measurement_notes, paired_tests
     from ..evaluation.report import markdown_table, plot_robust_accuracy
     from ..evaluation.robustness import evaluate
 
@@ -124,8 +129,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, seed=args.seed)
         reports[name] = rep.to_dict()
         print(f"evaluated {item}", file=sys.stderr)
-    table = markdown_table(reports)
+    table = markdown_table(reports, intervals=True)
     print(table, end="")
+    print("accuracies in %, 95 % Clopper–Pearson intervals in brackets")
+    for note in measurement_notes(reports):
+        print(f"NOTE: {note}")
+    for line in format_paired_tests(paired_tests(reports)):
+        print(line)
     for name, r in reports.items():
         for flag in r.get("flags") or []:
             print(f"FLAG [{name}]: {flag}")

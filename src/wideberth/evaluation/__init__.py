@@ -8,6 +8,11 @@ module                 what it holds
 ``suites``             :class:`AttackSpec`, :data:`SUITES`, :func:`suite_attacks`: the
                        attacks of a suite, resolved through the attack registry
 ``state``              :class:`EvalState`: per-example results, the resumable state file
+``grid``               one batch over the ε grid, every output re-verified
+``streaming``          tensors, a ``Dataset`` or a ``DataLoader`` as batches (flat memory)
+``external``           attacks from outside the registry in a suite (torchattacks & co.)
+``statistics``         Clopper–Pearson intervals, McNemar's exact paired test
+``comparison``         what ``compare`` adds: differing settings, paired tests
 ``transfer``           transfer attacks and the combined (white-box + transfer) evaluation,
                        TransferGap (MMA, App. D–F)
 ``ensemble``           majority-vote ensembles and the MMA paper's ensemble attacks (App. D)
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 from .attack_summary import AttackSummary, norm_quartiles, summarize_attack
 from .clean import clean_metrics, model_device, predict
+from .comparison import measurement_notes, paired_tests
 from .ensemble import (
     ENSEMBLE_ATTACKS,
     EnsembleAttackView,
@@ -35,6 +41,7 @@ from .ensemble import (
     naive_ensemble_loss,
     split_view_output,
 )
+from .external import ExternalAttack
 from .margins import min_perturbation_distance
 from .plots import (
     decision_boundary,
@@ -59,6 +66,8 @@ from .sanity import (
     zero_gradient_check,
 )
 from .state import EvalState
+from .statistics import clopper_pearson, mcnemar
+from .streaming import as_stream
 from .suites import SUITES, AttackSpec, resolve_suite, suite_attacks
 from .transfer import CombinedReport, combined_evaluation, transfer_examples, transfer_success
 
@@ -72,9 +81,12 @@ __all__ = [
     "EnsembleLoss",
     "EvalReport",
     "EvalState",
+    "ExternalAttack",
     "MajorityVoteEnsemble",
+    "as_stream",
     "black_box_check",
     "clean_metrics",
+    "clopper_pearson",
     "combined_evaluation",
     "custom_ensemble_loss",
     "decision_boundary",
@@ -87,10 +99,13 @@ __all__ = [
     "margin_histogram_grid",
     "margin_histograms_by_epoch",
     "markdown_table",
+    "mcnemar",
+    "measurement_notes",
     "min_perturbation_distance",
     "model_device",
     "monotonicity_check",
     "naive_ensemble_loss",
+    "paired_tests",
     "norm_quartiles",
     "plot_loss_slices",
     "plot_robust_accuracy",

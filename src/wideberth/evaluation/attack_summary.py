@@ -19,8 +19,10 @@ from torch import Tensor, nn
 
 from ..attacks import attack_context, get_attack, run_attack
 from ..fileio import atomic_path
+from ..progress import progress_bar
 from ..threat import get_threat
 from .clean import model_device
+from .streaming import as_stream
 
 __all__ = ["AttackSummary", "norm_quartiles", "summarize_attack"]
 
@@ -44,7 +46,8 @@ class AttackSummary:
         attack: canonical attack name (``"apgd-t"`` for the alias ``"apgd-dlr"``).
         norm: canonical threat-model norm (``"linf"``, ``"l2"``, ``"l1"``).
         eps, steps, restarts, seed: the attack's settings.
-        x_adv: ``[N, ...]`` adversarial examples (in the ε-ball and the [0, 1] box).
+        x_adv: ``[N, ...]`` adversarial examples (in the ε-ball and the [0, 1] box);
+            ``[0, ...]`` when they were not kept (``keep_adversarial=False``).
         y: ``[N]`` labels.
         clean_correct: ``[N]`` bool, the model is right on the clean example.
         robust_correct: ``[N]`` bool, the model is still right on ``x_adv``.
@@ -109,6 +112,10 @@ class AttackSummary:
         :meth:`to_dict`'s settings) is stored as JSON under the header key ``"wideberth"``."""
         from safetensors.torch import save_file
 
+        if self.x_adv.shape[0] != self.n:
+            raise ValueError("the adversarial examples were not kept (a streamed attack keeps "
+                             "none by default): run summarize_attack with "
+                             "keep_adversarial=True to save them")
         path = Path(path)
         meta = dict(metadata) if metadata is not None else {
             k: v for k, v in self.to_dict().items() if k != "perturbation_norm"}
@@ -120,8 +127,8 @@ class AttackSummary:
 
 def summarize_attack(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    x: Tensor | Any,
+    y: Tensor | None = None,
     *,
     attack: str = "pgd",
     norm: str = "linf",
@@ -131,6 +138,7 @@ def summarize_attack(
     seed: int = 0,
     batch_size: int = 500,
     device: torch.device | str | None = None,
+    keep_adversarial: bool | None = None,
     **options: Any,
 ) -> AttackSummary:
     """Attack ``x`` [N, ...] (in [0, 1]), ``y`` [N] with the registered attack ``attack``
@@ -143,29 +151,41 @@ def summarize_attack(
     after). A deprecated attack alias resolves to its
     canonical name (with a ``DeprecationWarning``); an unknown attack, or a norm the attack
     does not support, raises ``ValueError`` before any work.
+
+    ``x`` may also be a ``Dataset`` / ``DataLoader`` with ``y`` omitted
+    (:mod:`wideberth.evaluation.streaming`), streamed in ``batch_size`` batches.
+    ``keep_adversarial``: keep ``x_adv`` (default: for tensors yes, for a stream no, so
+    memory stays flat: only per-example booleans and distances are kept).
     """
     entry = get_attack(attack)
     canonical_norm = entry.check_norm(norm)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if x.shape[0] == 0:
-        raise ValueError("no examples to attack")
+    stream = as_stream(x, y, batch_size)
+    keep = stream.from_tensors if keep_adversarial is None else bool(keep_adversarial)
+    threat = get_threat(canonical_norm)
     dev = torch.device(device) if device is not None else model_device(model)
-    x_adv_all, clean_ok, adv_ok = [], [], []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size].to(dev)
-        yb = y[start : start + batch_size].to(dev)
-        xa = run_attack(entry.name, model, xb, yb, norm=norm, eps=eps, steps=steps,
-                        restarts=restarts, seed=seed, **options)
-        with torch.no_grad(), attack_context(model):
-            clean_ok.append((model(xb).argmax(1) == yb).cpu())
-            adv_ok.append((model(xa).argmax(1) == yb).cpu())
-        x_adv_all.append(xa.detach().cpu())
-    x_adv = torch.cat(x_adv_all)
-    x_cpu = x.detach().cpu()
+    x_adv_all, clean_ok, adv_ok, dists, ys = [], [], [], [], []
+    with progress_bar(stream.n_batches, f"attack {entry.name}", unit="batch") as bar:
+        for b in stream.batches():
+            xb, yb = b.x.to(dev), b.y.to(dev)
+            xa = run_attack(entry.name, model, xb, yb, norm=norm, eps=eps, steps=steps,
+                            restarts=restarts, seed=seed, **options)
+            with torch.no_grad(), attack_context(model):
+                clean_ok.append((model(xb).argmax(1) == yb).cpu())
+                adv_ok.append((model(xa).argmax(1) == yb).cpu())
+            xa_cpu = xa.detach().cpu()
+            dists.append(threat.norm(xa_cpu - b.x))
+            ys.append(b.y)
+            if keep:
+                x_adv_all.append(xa_cpu)
+            bar.update(1)
+    if not ys:
+        raise ValueError("no examples to attack")
+    x_adv = torch.cat(x_adv_all) if keep else torch.zeros(0, *xa_cpu.shape[1:])
     return AttackSummary(
         attack=entry.name, norm=canonical_norm, eps=float(eps), steps=steps,
-        restarts=restarts, seed=seed, x_adv=x_adv, y=y.detach().cpu(),
+        restarts=restarts, seed=seed, x_adv=x_adv, y=torch.cat(ys),
         clean_correct=torch.cat(clean_ok), robust_correct=torch.cat(adv_ok),
-        distances=get_threat(canonical_norm).norm(x_adv - x_cpu),
+        distances=torch.cat(dists),
     )

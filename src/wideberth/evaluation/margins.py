@@ -19,26 +19,30 @@ points), keeps per example the smallest distance found, and summarises it:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..attacks import estimate_margin_result, margin_stats
+from ..progress import progress_bar
+from .clean import model_device
+from .streaming import as_stream
 
 __all__ = ["min_perturbation_distance"]
 
 
 def min_perturbation_distance(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    x: Tensor | Any,
+    y: Tensor | None = None,
     *,
     norm: str = "l2",
     methods: Sequence[str] = ("fmn", "anpgd"),
     radii: Sequence[float] = (),
     failure_value: float | None = None,
+    batch_size: int = 500,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Per-example smallest distance to a misclassified point over several estimators.
@@ -48,7 +52,10 @@ def min_perturbation_distance(
 
     Args:
         model: maps ``[B, C, H, W]`` in [0, 1] to logits ``[B, K]``.
-        x: ``[N, C, H, W]`` in [0, 1]; y: ``[N]``.
+        x: ``[N, C, H, W]`` in [0, 1]; y: ``[N]``; or a ``Dataset`` / ``DataLoader`` with
+            ``y`` omitted (:mod:`wideberth.evaluation.streaming`), streamed.
+        batch_size: examples per batch (the estimators are per example, so batching does
+            not change the distances).
         methods: estimators of :func:`wideberth.attacks.estimate_margin_result`
             (``"fmn"``, ``"anpgd"``, ``"cw"``); the minimum over them is kept.
         radii: radii ``r`` of the curve ``accuracy_at_radius[r] = Pr[d > r]``.
@@ -63,11 +70,39 @@ def min_perturbation_distance(
     """
     if not methods:
         raise ValueError("methods is empty: name at least one estimator, e.g. ('fmn',)")
-    best = None
+    stream = as_stream(x, y, batch_size)
+    device = model_device(model)
+    parts: list[Tensor] = []
+    source: list[str | None] = []
+    total = None if stream.n_batches is None else stream.n_batches * len(methods)
+    with progress_bar(total, "margins", unit="batch") as bar:
+        for b in stream.batches():
+            d_b, src_b = _batch_minimum(model, b.x.to(device), b.y.to(device), norm, methods,
+                                        kwargs, bar.update)
+            parts.append(d_b)
+            source += src_b
+    best = torch.cat(parts) if parts else torch.zeros(0)
+    failures = int(torch.isinf(best).sum())
+    if failure_value is not None:
+        best = torch.where(torch.isinf(best), torch.full_like(best, float(failure_value)), best)
+    stats = margin_stats(best, thresholds=list(radii))
+    curve = {f"{r:g}": float((best > r).double().mean()) for r in radii}
+    return {"distance": best, "method": source, "failures": failures, "stats": stats,
+            "accuracy_at_radius": curve}
+
+
+def _batch_minimum(
+    model: nn.Module, x: Tensor, y: Tensor, norm: str, methods: Sequence[str],
+    kwargs: dict[str, Any], tick: Callable[[int], object],
+) -> tuple[Tensor, list[str | None]]:
+    """The smallest verified distance per example of one batch over ``methods`` ([B] on
+    the CPU) and the estimator that found it."""
+    best: Tensor | None = None
     source: list[str | None] = [None] * x.shape[0]
     for method in methods:
         res = estimate_margin_result(model, x, y, norm, method, **kwargs)
         d = res.distance.detach().cpu()
+        tick(1)
         if best is None:
             best = d.clone()
             for i in torch.nonzero(res.found.cpu() & (d > 0)).flatten().tolist():
@@ -78,10 +113,4 @@ def min_perturbation_distance(
         for i in torch.nonzero(better).flatten().tolist():
             source[i] = method
     assert best is not None
-    failures = int(torch.isinf(best).sum())
-    if failure_value is not None:
-        best = torch.where(torch.isinf(best), torch.full_like(best, float(failure_value)), best)
-    stats = margin_stats(best, thresholds=list(radii))
-    curve = {f"{r:g}": float((best > r).double().mean()) for r in radii}
-    return {"distance": best, "method": source, "failures": failures, "stats": stats,
-            "accuracy_at_radius": curve}
+    return best, source

@@ -1,7 +1,9 @@
 """Evaluation reports: the papers' tables in Markdown, robust-accuracy curves, loss slices.
 
 * :func:`markdown_table`: one row per model in the MMA paper's format (Table 1, 4–11):
-  clean accuracy, AvgAcc, AvgRobAcc and robust accuracy per ε, in percent;
+  clean accuracy, AvgAcc, AvgRobAcc and robust accuracy per ε, in percent (with
+  ``intervals=True`` each accuracy also carries its 95 % Clopper–Pearson interval,
+  :mod:`wideberth.evaluation.statistics`);
 * :func:`loss_along_ray`: the loss at ``x + t·δ`` for t = 0, 0.1, …, 1 (MMA Fig. 3's
   input-space loss slices, Ding et al., ICLR 2020, §2.4);
 * :func:`plot_robust_accuracy`, :func:`plot_loss_slices`: PNG figures;
@@ -22,14 +24,25 @@ from ..attacks import attack_context
 from ..figures import pyplot, save_figure
 from ..fileio import atomic_write_text
 from ..losses import get_loss
+from .statistics import accuracy_interval
 
 __all__ = ["markdown_table", "loss_along_ray", "plot_robust_accuracy", "plot_loss_slices", "write_report"]
 
 
-def markdown_table(reports: Mapping[str, Mapping[str, Any]]) -> str:
+def _with_interval(acc: Any, n: Any) -> str:
+    """``"85.20 [82.47, 87.62]"``: an accuracy and its 95 % Clopper–Pearson interval, in %."""
+    lo, hi = accuracy_interval(float(acc), int(n or 0))
+    if lo != lo:
+        return f"{100 * float(acc):.2f}"
+    return f"{100 * float(acc):.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+
+def markdown_table(reports: Mapping[str, Mapping[str, Any]], *, intervals: bool = False) -> str:
     """The MMA paper's table for several models: ``reports`` maps a model name to a report
     dict (:meth:`EvalReport.to_dict` or ``wideberth evaluate --json``). Every report must
-    cover the same ε grid and norm. Values in percent, two decimals."""
+    cover the same ε grid and norm. Values in percent, two decimals; ``intervals``: clean
+    and robust accuracies followed by their 95 % Clopper–Pearson interval ``[lo, hi]``
+    (computed from the report's ``n``; AvgAcc and AvgRobAcc are means, given without)."""
     if not reports:
         raise ValueError("no reports to tabulate")
     first = next(iter(reports.values()))
@@ -41,6 +54,13 @@ def markdown_table(reports: Mapping[str, Mapping[str, Any]]) -> str:
     head = ["Model", "Cln Acc", "AvgAcc", "AvgRobAcc"] + [f"ε={e}" for e in grid]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for name, r in reports.items():
+        if intervals:
+            n = r.get("n")
+            row = [name, _with_interval(r["clean_accuracy"], n)]
+            row += [f"{100 * float(r[k]):.2f}" for k in ("avg_acc", "avg_rob_acc")]
+            row += [_with_interval(r["robust_accuracy"][e], n) for e in grid]
+            lines.append("| " + " | ".join(row) + " |")
+            continue
         cells = [name, r["clean_accuracy"], r["avg_acc"], r["avg_rob_acc"]]
         cells += [r["robust_accuracy"][e] for e in grid]
         lines.append("| " + " | ".join([cells[0]] + [f"{100 * float(v):.2f}" for v in cells[1:]]) + " |")
@@ -161,7 +181,9 @@ def write_report(
     md = [f"# Robustness report: {name}", ""]
     md.append(f"{report.get('n')} examples, norm {report.get('norm')}, suite {report.get('suite')}"
               + (f" ({', '.join(report['attacks'])})" if report.get("attacks") else ""))
-    md += ["", markdown_table({name: report})]
+    md += ["", markdown_table({name: report}, intervals=True),
+           "Accuracies in %, with their 95 % Clopper–Pearson (exact binomial) interval "
+           f"over the {report.get('n')} examples in brackets.", ""]
     flags: Sequence[str] = report.get("flags") or []
     md += ["## Sanity flags", ""] + ([f"- {f}" for f in flags] or ["None fired."]) + [""]
     if report.get("broken_by"):

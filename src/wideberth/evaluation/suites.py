@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from torch import Tensor, nn
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .._checks import check_inputs
 from ..attacks.registry import AttackEntry, get_attack
 from ..threat import normalize_norm
+from .external import ExternalAttack, external_seed, resolve_style
 
 __all__ = [
     "SUITES",
@@ -66,6 +67,8 @@ class AttackSpec:
         step: PGD's step size as a fraction of ε (``None``: 2.5/steps).
         init: PGD's start (see :func:`wideberth.attacks.pgd`).
         label: name in reports.
+        fn: an attack from outside the registry (:meth:`external`; ``attack`` is then
+            ``"external"``).
 
     ``loss``, ``step`` and ``init`` are PGD's options; the other attacks ignore them.
     """
@@ -77,12 +80,54 @@ class AttackSpec:
     step: float | None = None
     init: str = "auto"
     label: str = ""
+    fn: ExternalAttack | None = None
+
+    @classmethod
+    def external(
+        cls, fn: Any, *, label: str, style: str = "auto", kind: str = "fixed-eps",
+        norms: tuple[str, ...] = (), eps_attribute: str = "eps",
+    ) -> AttackSpec:
+        """A suite entry running an attack from outside the registry: ``fn(model, x, y,
+        eps) -> x_adv``, a torchattacks-style object called ``atk(x, y)`` (its ``eps``
+        attribute set to each ε of the grid) or a factory ``make(eps) -> atk``
+        (:mod:`wideberth.evaluation.external`). Its outputs are re-checked (ball, box,
+        fresh prediction) like every other attack's and it is attributed by ``label``.
+
+        ``kind``: ``"fixed-eps"`` (an output outside the ε-ball is flagged as a broken
+        attack) or ``"minimal-norm"`` (outputs count where within ε). ``norms``: the
+        threat models it supports (empty: any)."""
+        if not label:
+            raise ValueError("an external attack needs a label (its name in reports), "
+                             "e.g. label='torchattacks-pgd'")
+        if kind not in ("fixed-eps", "minimal-norm"):
+            raise ValueError(f"kind must be 'fixed-eps' or 'minimal-norm'; got {kind!r}")
+        ext = ExternalAttack(fn, resolve_style(fn, style), kind,
+                             tuple(normalize_norm(n) for n in norms), eps_attribute)
+        return cls("external", 0, 1, label=label, fn=ext)
+
+    @property
+    def strict_budget(self) -> bool:
+        """Whether an output outside the ε-ball is a bug of the attack: every registered
+        attack (the registry's minimal-norm runners already return ``x`` beyond ε) and
+        ``kind="fixed-eps"`` external ones."""
+        return self.fn is None or self.fn.kind == "fixed-eps"
+
+    def meta(self) -> dict[str, Any]:
+        """The spec as JSON-ready settings (what a state file's fingerprint hashes)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "fn"}
+        if callable(self.loss):
+            d["loss"] = self.name
+        if self.fn is not None:
+            d["fn"] = self.fn.describe()
+        return d
 
     @property
     def name(self) -> str:
         """The name in reports: ``label``, else e.g. ``pgd-ce-100x5`` or ``apgd-t-100x1``."""
         if self.label:
             return self.label
+        if self.fn is not None:
+            return self.fn.describe()
         if self.attack == "pgd":
             return f"pgd-{self.loss}-{self.steps}x{self.restarts}"
         return f"{self.attack}-{self.steps}x{self.restarts}"
@@ -94,13 +139,18 @@ class AttackSpec:
 
     def check(self, norm: str) -> None:
         """``ValueError`` unless :attr:`attack` is registered and supports ``norm`` (a
-        deprecated alias warns)."""
+        deprecated alias warns); an external attack checks its ``norms``."""
+        if self.fn is not None:
+            if self.fn.norms and normalize_norm(norm) not in self.fn.norms:
+                raise ValueError(f"the external attack {self.name!r} supports "
+                                 f"{'/'.join(self.fn.norms)}; got norm={norm!r}")
+            return
         get_attack(self.attack).check_norm(norm)
 
     def options(self, eps: float, return_best: bool = True) -> dict[str, Any]:
         """The runner options of this spec at radius ``eps`` (beyond norm, ε, steps,
         restarts and seed): PGD's loss, step ``step·ε``, start and iterate choice."""
-        if self.entry().name != "pgd":
+        if self.fn is not None or self.entry().name != "pgd":
             return {}
         return {
             "step_size": None if self.step is None else self.step * eps,
@@ -115,13 +165,17 @@ class AttackSpec:
         }
 
     def run(self, model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float, seed: int,
-            return_best: bool = True) -> Tensor:
+            return_best: bool = True, batch: int = 0, eps_index: int = 0) -> Tensor:
         """``x_adv`` [B, ...] of this attack on ``x`` [B, C, H, W], ``y`` [B] at radius ``eps``.
 
         ``return_best=False``: PGD hands over its final iterates (what a transfer source
         gives, :mod:`wideberth.evaluation.transfer`) instead of the first that crossed the
         boundary. Inputs are not re-validated (``check=False``): the evaluation checks them
-        once and re-checks every output."""
+        once and re-checks every output. An external attack is seeded from ``seed``,
+        ``batch`` and ``eps_index`` (:func:`~wideberth.evaluation.external.external_seed`);
+        registered attacks key their randomness by example content and ignore the two."""
+        if self.fn is not None:
+            return self.fn(model, x, y, eps, external_seed(seed, batch, eps_index))
         return self.entry().run(model, x, y, norm=norm, eps=eps, steps=self.steps,
                                 restarts=self.restarts, seed=seed, check=False,
                                 **self.options(eps, return_best))
