@@ -3,11 +3,15 @@ file and npz train, a fresh process elsewhere evaluates the run, bare weights ev
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,3 +49,14 @@ def test_bring_your_own_block_runs_as_written(tmp_path):
     assert re.search(r"clean accuracy 0\.\d{4} on 1797 examples", out), out
     assert out.count("robust accuracy") == 2
     assert (tmp_path / "runs" / "mine" / "checkpoints" / "best.safetensors").is_file()
+    # the Python block continues in the same folder (it needs torchattacks)
+    if importlib.util.find_spec("torchattacks") is None:
+        pytest.skip("torchattacks is not installed (pip install --no-deps torchattacks)")
+    code = readme_block("bring-your-own-python")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    intervals, broken_by = (ast.literal_eval(line) for line in proc.stdout.splitlines()[-2:])
+    assert set(intervals) == set(broken_by) == {"0.05", "0.1"}
+    assert all(0 <= lo <= hi <= 1 for lo, hi in intervals.values())
+    assert all(set(b) <= {"pgd-ce-20x1", "torchattacks-pgd"} for b in broken_by.values())
