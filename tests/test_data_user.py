@@ -234,6 +234,18 @@ def test_mma_per_example_eps_is_keyed_by_file_rows(tmp_path):
     assert len(state["mma_eps"]) == max(train_rows) + 1
 
 
+def test_train_records_absolute_paths_but_leaves_the_callers_config_alone(tmp_path, monkeypatch):
+    x, y = _images()
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_overrides(load_recipe("digits-standard"), [
+        "data.name=npz:d.npz", "model.name=mlp", "model.params={hidden: [8]}",
+        "data.val_size=0", "run.steps=2", "run.epochs=null", "run.threads=1"])
+    res = train(cfg, tmp_path / "run", progress=False)
+    assert cfg.data.name == "npz:d.npz"  # the caller's object is not rewritten
+    assert load_config(res.run_dir / "config.yaml").data.name == f"npz:{tmp_path / 'd.npz'}"
+
+
 def test_cli_train_then_evaluate_from_another_cwd(tmp_path):
     x, y = _images()
     (tmp_path / "a").mkdir()

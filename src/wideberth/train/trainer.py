@@ -84,7 +84,7 @@ class Trainer:
         progress: bool | None = None,
         callbacks: Iterable[Callback] = (),
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg.copy()  # the run resolves it (absolute data paths); the caller's stays
         self.folder = RunFolder(run_dir)
         self.run_dir = self.folder.path
         self.progress = sys.stderr.isatty() if progress is None else progress
