@@ -10,12 +10,16 @@ through it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_path", "fsync_dir", "replace_atomically"]
+__all__ = [
+    "atomic_write_bytes", "atomic_write_text", "atomic_path", "fsync_dir", "replace_atomically",
+    "sha256_file",
+]
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -74,3 +78,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
     _write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of the file ``path``, read in 1 MiB chunks (memory flat in its size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -10,12 +10,13 @@ full unpickling is refused, nothing in it runs) and loaded **strictly** into the
 from __future__ import annotations
 
 import argparse
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Source", "check_source", "load_source", "load_state_strictly", "sha256_file"]
+from .. import fileio
+
+__all__ = ["Source", "check_source", "load_source", "load_state_strictly"]
 
 
 @dataclass
@@ -57,15 +58,6 @@ def check_source(args: argparse.Namespace, command: str) -> None:
         if data is None:
             raise ValueError("--weights needs --data: the examples to use, a dataset name "
                              "(e.g. digits) or npz:PATH / safetensors:PATH / folder:PATH")
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of the file ``path`` (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_state_strictly(model: Any, state: dict[str, Any], weights: str, spec: str) -> None:
@@ -125,7 +117,7 @@ def _load_bare(args: argparse.Namespace, device: Any) -> Source:
     n = x.shape[0] if args.n is None else min(args.n, x.shape[0])
     record = {"model": args.model, "model_params": params,
               "weights": str(Path(args.weights).resolve()),
-              "weights_sha256": sha256_file(args.weights)}
+              "weights_sha256": fileio.sha256_file(args.weights)}
     return Source(model, x[:n], y[:n], device, info.name, record)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from ..fileio import sha256_file
 from .formats import check_labels, parse_idx, read_cifar_archive, read_payload
 from .registry import DATASETS, DataError
 
@@ -342,13 +343,10 @@ def load_cifar10(
     if download:
         path = _download("cifar10", spec, folder, mirror)  # verifies (or fetches) by SHA-256
     elif target.is_file():
-        h = hashlib.sha256()
-        with target.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != spec.sha256:
+        found = sha256_file(target)
+        if found != spec.sha256:
             raise DataError(
-                f"{target}: expected SHA-256 {spec.sha256}, found {h.hexdigest()}. "
+                f"{target}: expected SHA-256 {spec.sha256}, found {found}. "
                 "Fix: delete it and let wideberth download it again (download=True)."
             )
         path = target

@@ -27,7 +27,6 @@ with 0 (they do not affect eval-mode outputs) and listed too.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..fileio import sha256_file
 from .registry import build_model
 from .weights import WeightsError, load_weights, unwrap_state_dict
 
@@ -231,7 +231,7 @@ def import_published(
     if isinstance(state_or_path, (str, Path)):
         path = Path(state_or_path)
         state = load_weights(path)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        sha = sha256_file(path)
         file_name = path.name
     else:
         state = unwrap_state_dict(state_or_path, source="the given state dict")
